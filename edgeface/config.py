@@ -1,0 +1,162 @@
+"""Configuration: defaults, ``config.yaml`` and command-line overrides, validated at load.
+
+Every setting has a default here (the documented copy is ``config.yaml`` at
+the top of the repository). A config file only needs the settings it changes.
+Unknown keys, wrong types and out-of-range values raise :class:`ConfigError`
+naming the key, so a typo never silently falls back to a default.
+
+Relative paths in a config file are resolved against the file's folder;
+relative paths in defaults and on the command line against the working
+directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its type, default, allowed range and whether it is a path."""
+
+    kind: type | tuple[type, ...]
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[Any, ...] | None = None
+    path: bool = False
+    optional: bool = False
+
+
+SCHEMA: dict[str, dict[str, Setting]] = {
+    "detector": {
+        "backend": Setting(str, "dlib", choices=("yunet", "dlib")),
+        "yunet_model": Setting(str, "models/face_detection_yunet_2023mar.onnx", path=True),
+        "score_threshold": Setting(float, 0.7, 0.0, 1.0),
+        "nms_threshold": Setting(float, 0.3, 0.0, 1.0),
+        "max_side": Setting(int, 1280, 64, 8192),
+        "upsample": Setting(int, 1, 0, 3),
+        "dlib_score_threshold": Setting(float, 0.0, -2.0, 3.0),
+        "min_face_size": Setting(int, 40, 0, 4096),
+    },
+    "embedder": {
+        "model": Setting(str, "models/dlib_resnet_v1.int8.onnx", path=True),
+        "threads": Setting(int, None, 1, 64, optional=True),
+        "allow_untrained": Setting(bool, False),
+    },
+    "matching": {
+        "k1": Setting(int, 3, 1, 50),
+        "k2": Setting(int, 5, 2, 100),
+        "threshold": Setting(float, 0.5, 0.0, 2.0),
+        "min_votes": Setting(int, 1, 1, 50),
+        "margin": Setting(float, 0.0, 0.0, 2.0),
+    },
+    "enrolment": {
+        "dominant_face_ratio": Setting(float, 2.0, 1.0, 100.0),
+    },
+}
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    """Return a fresh copy of every setting's default value."""
+    return {section: {key: copy.copy(s.default) for key, s in keys.items()} for section, keys in SCHEMA.items()}
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Return the validated configuration.
+
+    :param path: a YAML file; ``None`` uses the defaults alone.
+    :param overrides: ``{"section.key": value}`` from the command line, applied
+        after the file; a ``None`` value leaves the setting as it is.
+    """
+    config = defaults()
+    _resolve_paths(config, Path.cwd())
+
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+        _merge(config, data or {}, str(path), path.resolve().parent)
+
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        _merge(config, {section: {key: value}}, "command line", Path.cwd())
+
+    _check_relations(config)
+    return config
+
+
+def _merge(config: dict, data: Any, where: str, base: Path) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of sections, not {type(data).__name__}")
+    for section, values in data.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"{where}: unknown section {section!r}; known sections: {', '.join(SCHEMA)}")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: section {section!r} must be a mapping of settings")
+        for key, value in values.items():
+            if key not in SCHEMA[section]:
+                known = ", ".join(SCHEMA[section])
+                raise ConfigError(f"{where}: unknown setting {section}.{key}; settings of {section}: {known}")
+            setting = SCHEMA[section][key]
+            value = _check_value(f"{section}.{key}", setting, value, where)
+            if setting.path and value is not None:
+                value = str((base / Path(value).expanduser()).resolve())
+            config[section][key] = value
+
+
+def _check_value(name: str, setting: Setting, value: Any, where: str) -> Any:
+    if value is None:
+        if setting.optional:
+            return None
+        raise ConfigError(f"{where}: {name} must be set, it has no empty value")
+    if setting.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, bool) and setting.kind is not bool:
+        raise ConfigError(f"{where}: {name} must be a {setting.kind.__name__}, not {value!r}")
+    if not isinstance(value, setting.kind):
+        raise ConfigError(f"{where}: {name} must be a {setting.kind.__name__}, not {value!r}")
+    if setting.choices is not None and value not in setting.choices:
+        raise ConfigError(f"{where}: {name} must be one of {', '.join(map(str, setting.choices))}, not {value!r}")
+    if setting.minimum is not None and value < setting.minimum:
+        raise ConfigError(f"{where}: {name} is {value}, below its minimum {setting.minimum}")
+    if setting.maximum is not None and value > setting.maximum:
+        raise ConfigError(f"{where}: {name} is {value}, above its maximum {setting.maximum}")
+    return value
+
+
+def _check_relations(config: dict) -> None:
+    matching = config["matching"]
+    if matching["k2"] <= matching["k1"]:
+        raise ConfigError(f"matching.k2 ({matching['k2']}) must be greater than matching.k1 ({matching['k1']})")
+    if matching["threshold"] <= 0:
+        raise ConfigError("matching.threshold must be greater than 0")
+
+
+def _resolve_paths(config: dict, base: Path) -> None:
+    for section, keys in SCHEMA.items():
+        for key, setting in keys.items():
+            value = config[section][key]
+            if setting.path and value is not None:
+                config[section][key] = str((base / Path(value).expanduser()).resolve())

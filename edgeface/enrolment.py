@@ -1,0 +1,173 @@
+"""Enrolment: sync a gallery with a folder of people, one sub-folder per person.
+
+The folder is the source of truth. People whose folder appeared are added,
+people whose photos changed are re-embedded, people whose folder is gone are
+removed. A photo whose content hash is unchanged reuses its stored vector, so
+a sync after a small change only embeds the new photos.
+
+A photo is used when it shows exactly one face, or one clearly dominant
+face: the largest face's box area at least ``dominant_face_ratio`` times the
+second largest (a person with a friend far behind them). Any other photo is
+skipped with its reason, and a person left with no usable photo is not
+enrolled. The gallery is written once, atomically, after every photo has been
+read, so a bad photo or a crash never leaves a half-written gallery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .detection import Face
+from .errors import EdgefaceError, GalleryError, ImageError
+from .gallery import Gallery
+from .imageio import is_image_file, load_image
+from .pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PersonReport:
+    """What enrolment did for one person.
+
+    ``action`` is ``added``, ``changed``, ``unchanged``, ``removed`` or
+    ``not enrolled`` (no usable photo). ``skipped`` lists ``(photo, reason)``.
+    """
+
+    person: str
+    action: str
+    used: int = 0
+    embedded: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def choose_face(faces: list[Face], dominant_face_ratio: float) -> tuple[Face | None, str]:
+    """Return the face to enrol from a photo's faces, or None and the reason to skip it.
+
+    ``faces`` must be sorted largest first, as every detector returns them.
+    """
+    if not faces:
+        return None, "no face found"
+    if len(faces) == 1:
+        return faces[0], ""
+    ratio = faces[0].area / max(faces[1].area, 1e-9)
+    if ratio >= dominant_face_ratio:
+        return faces[0], ""
+    return None, (
+        f"{len(faces)} faces and none dominant (largest is {ratio:.1f}x the next, "
+        f"needs {dominant_face_ratio:g}x): use a photo of this person alone"
+    )
+
+
+def sync_gallery(people_dir: str | Path, gallery_dir: str | Path, pipeline: Pipeline, dominant_face_ratio: float) -> list[PersonReport]:
+    """Enrol every person folder of ``people_dir`` into the gallery at ``gallery_dir``.
+
+    Returns one report per person, sorted by name, including removed people.
+    Raises :class:`EdgefaceError` when ``people_dir`` is not a folder.
+    """
+    people_dir = Path(people_dir)
+    if not people_dir.is_dir():
+        raise EdgefaceError(f"people folder not found: {people_dir} (expected one sub-folder of photos per person)")
+
+    previous = _load_previous(gallery_dir, pipeline)
+    gallery = pipeline.new_gallery()
+    reports = []
+
+    folders = sorted(p for p in people_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise EdgefaceError(f"{people_dir} has no person folders: put each person's photos in a sub-folder named after them")
+
+    for folder in folders:
+        report, photos = _enrol_person(folder, previous, pipeline, dominant_face_ratio)
+        gallery.replace_person(folder.name, photos)
+        reports.append(report)
+
+    names = {folder.name for folder in folders}
+    if previous is not None:
+        for person in previous.people:
+            if person not in names:
+                reports.append(PersonReport(person=person, action="removed"))
+
+    gallery.save(gallery_dir)
+    return sorted(reports, key=lambda r: r.person)
+
+
+def _load_previous(gallery_dir: str | Path, pipeline: Pipeline) -> Gallery | None:
+    """Return the existing gallery if it can be reused, else None (everything is embedded anew)."""
+    try:
+        previous = Gallery.load(gallery_dir)
+    except GalleryError as error:
+        if Path(gallery_dir).exists() and any(Path(gallery_dir).iterdir()):
+            log.warning("rebuilding the gallery from the photos: %s", error)
+        return None
+    if previous.fingerprint != pipeline.fingerprint:
+        log.warning(
+            "gallery was built with model %s; re-embedding every photo with %s",
+            previous.model_name,
+            pipeline.model_name,
+        )
+        return previous_people_only(previous)
+    return previous
+
+
+def previous_people_only(previous: Gallery) -> Gallery:
+    """Return an empty gallery that still lists who was enrolled, for the 'removed' report."""
+    stub = Gallery(model_name=previous.model_name, fingerprint="", dim=previous.dim)
+    stub.photos = {person: {} for person in previous.people}
+    return stub
+
+
+def _enrol_person(folder: Path, previous: Gallery | None, pipeline: Pipeline, dominant_face_ratio: float):
+    person = folder.name
+    report = PersonReport(person=person, action="added")
+    old_photos = previous.photos.get(person) if previous is not None else None
+    photos = {}
+
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        name = path.relative_to(folder).as_posix()
+        if not is_image_file(path):
+            report.skipped.append((name, "not an image file (unsupported extension)"))
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            report.skipped.append((name, f"cannot read: {error.strerror}"))
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+
+        if old_photos and name in old_photos and old_photos[name].sha256 == digest and previous.fingerprint:
+            photos[name] = (digest, previous.vector_of(person, name))
+            continue
+
+        vector, reason = _embed_photo(path, pipeline, dominant_face_ratio)
+        if vector is None:
+            report.skipped.append((name, reason))
+            log.info("person=%s photo=%s skipped: %s", person, name, reason)
+            continue
+        photos[name] = (digest, vector)
+        report.embedded += 1
+
+    report.used = len(photos)
+    if not photos:
+        report.action = "not enrolled"
+    elif old_photos is not None:
+        same = {n: p.sha256 for n, p in old_photos.items()} == {n: d for n, (d, _) in photos.items()}
+        report.action = "unchanged" if same and report.embedded == 0 else "changed"
+    return report, photos
+
+
+def _embed_photo(path: Path, pipeline: Pipeline, dominant_face_ratio: float):
+    try:
+        image = load_image(path)
+    except ImageError as error:
+        return None, str(error)
+    faces = pipeline.detect(image)
+    face, reason = choose_face(faces, dominant_face_ratio)
+    if face is None:
+        if not faces and pipeline.min_face_size:
+            reason += f" (faces smaller than {pipeline.min_face_size} px are ignored)"
+        return None, reason
+    return pipeline.embed(image, [face])[0], ""

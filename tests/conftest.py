@@ -1,0 +1,50 @@
+"""Shared test fixtures: where ../shared is, and real models copied out of it.
+
+Tests that need ../shared skip with the reason when it is absent. Models are
+copied into a temporary folder before use, because manifests are written
+beside the model file and ../shared is read-only in CI.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+YUNET = SHARED / "models" / "yunet" / "face_detection_yunet_2026may.onnx"
+MOBILEFACENET = SHARED / "models" / "mobilefacenet" / "MobileFaceNet.onnx"
+KNN = SHARED / "data" / "knn-examples"
+LFW = SHARED / "data" / "lfw"
+ORL = SHARED / "data" / "orl"
+
+
+def require(path: Path) -> Path:
+    """Return ``path``, or skip the test when it is missing from ../shared."""
+    if not path.exists():
+        pytest.skip(f"test data not found: {path} (the ../shared folder beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    return require(SHARED)
+
+
+@pytest.fixture(scope="session")
+def yunet_model() -> Path:
+    return require(YUNET)
+
+
+@pytest.fixture(scope="session")
+def mobilefacenet(tmp_path_factory) -> Path:
+    """MobileFaceNet copied to a temporary folder and registered with the arcface112 preset."""
+    from edgeface.registration import register_model
+
+    folder = tmp_path_factory.mktemp("mobilefacenet")
+    model = folder / "MobileFaceNet.onnx"
+    shutil.copy(require(MOBILEFACENET), model)
+    register_model(model, preset_name="arcface112")
+    return model
