@@ -1,0 +1,90 @@
+"""Configuration loading and validation."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgeface.config import defaults, load_config
+from edgeface.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, text):
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_documented_config_matches_defaults():
+    documented = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    assert documented == defaults()
+
+
+def test_documented_config_loads():
+    config = load_config(ROOT / "config.yaml")
+    assert config["matching"]["k1"] == 3
+    assert config["embedder"]["model"] == str(ROOT / "models" / "dlib_resnet_v1.int8.onnx")
+
+
+def test_partial_file_keeps_other_defaults(tmp_path):
+    config = load_config(write(tmp_path, "matching:\n  threshold: 0.8\n"))
+    assert config["matching"]["threshold"] == 0.8
+    assert config["matching"]["k2"] == defaults()["matching"]["k2"]
+
+
+def test_relative_paths_resolve_against_file_folder(tmp_path):
+    config = load_config(write(tmp_path, "embedder:\n  model: m/x.onnx\n"))
+    assert config["embedder"]["model"] == str(tmp_path / "m" / "x.onnx")
+
+
+def test_integer_accepted_for_float(tmp_path):
+    config = load_config(write(tmp_path, "matching:\n  threshold: 1\n"))
+    assert config["matching"]["threshold"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("matching:\n  threshhold: 0.5\n", "matching.threshhold"),
+        ("matcher:\n  k1: 2\n", "matcher"),
+        ("matching:\n  threshold: 2.5\n", "matching.threshold"),
+        ("matching:\n  threshold: high\n", "matching.threshold"),
+        ("matching:\n  k1: 2.5\n", "matching.k1"),
+        ("matching:\n  k1: true\n", "matching.k1"),
+        ("matching:\n  k1: 0\n", "matching.k1"),
+        ("matching:\n  k1: 5\n  k2: 5\n", "matching.k2"),
+        ("detector:\n  backend: mtcnn\n", "detector.backend"),
+        ("embedder:\n  allow_untrained: 'yes'\n", "embedder.allow_untrained"),
+        ("embedder:\n  model: null\n", "embedder.model"),
+        ("matching: 3\n", "matching"),
+        ("- a\n- b\n", "top level"),
+    ],
+)
+def test_invalid_values_name_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert key in str(caught.value)
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    path = write(tmp_path, "matching: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_missing_file_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_command_line_override_wins(tmp_path):
+    config = load_config(write(tmp_path, "matching:\n  k1: 2\n"), {"matching.k1": 4, "matching.k2": None})
+    assert config["matching"]["k1"] == 4
+    assert config["matching"]["k2"] == 5
+
+
+def test_command_line_override_validated():
+    with pytest.raises(ConfigError, match="matching.threshold"):
+        load_config(None, {"matching.threshold": 3.0})
