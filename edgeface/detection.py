@@ -15,6 +15,7 @@ corner on the image's left, the mouth corner on the image's right.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,9 @@ class YuNetDetector:
                 f"YuNet model not found: {model_path}. Set detector.yunet_model in the config to "
                 f"the face_detection_yunet .onnx file, or use detector.backend: dlib."
             )
+        # OpenCV 5 warns on stderr that its new graph engine ignores the
+        # preferred target on every create; the warning is harmless noise.
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         try:
             self._net = cv2.FaceDetectorYN.create(
                 str(model_path), "", (320, 320), score_threshold, nms_threshold, top_k
@@ -148,7 +152,7 @@ class DlibDetector:
                 "the dlib detector needs dlib: install it with pip install 'edgeface[dlib]'"
             ) from error
         if predictor_path is None:
-            predictor_path = _face_recognition_model("shape_predictor_5_face_landmarks.dat")
+            predictor_path = face_recognition_model_path("shape_predictor_5_face_landmarks.dat")
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(predictor_path))
@@ -172,15 +176,22 @@ class DlibDetector:
         return f"<DlibDetector upsample={self.upsample} score_threshold={self.score_threshold}>"
 
 
-def _face_recognition_model(filename: str) -> Path:
-    try:
-        import face_recognition_models
-    except ImportError as error:
+def face_recognition_model_path(filename: str) -> Path:
+    """Return the path of one of dlib's model files in the face-recognition-models package.
+
+    The package is located without importing it, because its ``__init__``
+    imports ``pkg_resources``, which recent setuptools releases no longer ship.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
         raise DetectorError(
             "dlib's model files come from the face-recognition-models package: "
             "install it with pip install 'edgeface[dlib]'"
-        ) from error
-    return Path(face_recognition_models.__file__).parent / "models" / filename
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / filename
+    if not path.is_file():
+        raise DetectorError(f"{filename} not found in the face-recognition-models package at {path.parent}: reinstall it")
+    return path
 
 
 def make_detector(settings: dict) -> Detector:
