@@ -1,0 +1,166 @@
+"""Enrolment: photo selection, folder sync and reports, on real photos."""
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import KNN, require
+from edgeface.config import load_config
+from edgeface.detection import Face
+from edgeface.enrolment import choose_face, sync_gallery
+from edgeface.errors import EdgefaceError
+from edgeface.gallery import GALLERY_FILE, Gallery
+from edgeface.pipeline import Pipeline
+
+
+def face(width, height):
+    return Face(box=(0.0, 0.0, float(width), float(height)), landmarks=np.zeros((5, 2)), score=0.9)
+
+
+def test_single_face_is_used():
+    chosen, reason = choose_face([face(100, 100)], 2.0)
+    assert chosen is not None
+    assert reason == ""
+
+
+def test_dominant_face_is_used():
+    chosen, _ = choose_face([face(100, 100), face(60, 60)], 2.0)
+    assert chosen.box[2] == 100
+
+
+def test_faces_of_similar_size_are_skipped():
+    chosen, reason = choose_face([face(100, 100), face(80, 80)], 2.0)
+    assert chosen is None
+    assert "2 faces" in reason
+    assert "1.6x" in reason
+
+
+def test_no_face_is_skipped():
+    chosen, reason = choose_face([], 2.0)
+    assert chosen is None
+    assert reason == "no face found"
+
+
+@pytest.fixture(scope="module")
+def pipeline(yunet_model, mobilefacenet):
+    config = load_config(
+        None,
+        {"detector.backend": "yunet", "detector.yunet_model": str(yunet_model), "embedder.model": str(mobilefacenet)},
+    )
+    return Pipeline.from_config(config)
+
+
+@pytest.fixture
+def people(tmp_path):
+    folder = tmp_path / "people"
+    shutil.copytree(require(KNN / "train"), folder)
+    return folder
+
+
+def by_person(reports):
+    return {r.person: r for r in reports}
+
+
+def test_first_sync_adds_everyone(tmp_path, people, pipeline):
+    reports = by_person(sync_gallery(people, tmp_path / "g", pipeline, 2.0))
+    assert {p: r.action for p, r in reports.items()} == {
+        "alex_lacamoire": "added",
+        "biden": "added",
+        "kit_harington": "added",
+        "obama": "added",
+        "rose_leslie": "added",
+    }
+    assert reports["obama"].used == 2
+    gallery = Gallery.load(tmp_path / "g")
+    assert len(gallery) == 9
+
+
+def test_second_sync_adds_changes_and_removes(tmp_path, people, pipeline):
+    sync_gallery(people, tmp_path / "g", pipeline, 2.0)
+    before = Gallery.load(tmp_path / "g")
+
+    shutil.rmtree(people / "biden")
+    shutil.copy(KNN / "test" / "obama1.jpg", people / "obama" / "obama3.jpg")
+    shutil.copytree(KNN / "train" / "biden", people / "joe")
+
+    reports = by_person(sync_gallery(people, tmp_path / "g", pipeline, 2.0))
+    assert reports["biden"].action == "removed"
+    assert reports["joe"].action == "added"
+    assert reports["obama"].action == "changed"
+    assert reports["obama"].embedded == 1
+    assert reports["rose_leslie"].action == "unchanged"
+    assert reports["rose_leslie"].embedded == 0
+
+    after = Gallery.load(tmp_path / "g")
+    assert after.people == ["alex_lacamoire", "joe", "kit_harington", "obama", "rose_leslie"]
+    np.testing.assert_array_equal(after.vector_of("rose_leslie", "img1.jpg"), before.vector_of("rose_leslie", "img1.jpg"))
+
+
+def test_bad_photos_reported_and_not_enrolled(tmp_path, people, pipeline):
+    (people / "obama" / "notes.txt").write_text("phone: 555")
+    (people / "obama" / "broken.jpg").write_bytes((KNN / "train" / "obama" / "obama.jpg").read_bytes()[:3000])
+    shutil.copy(KNN / "test" / "obama_and_biden.jpg", people / "obama" / "group.jpg")
+    blank = np.full((200, 200, 3), 128, dtype=np.uint8)
+    cv2.imwrite(str(people / "obama" / "wall.png"), blank)
+
+    reports = by_person(sync_gallery(people, tmp_path / "g", pipeline, 2.0))
+    skipped = dict(reports["obama"].skipped)
+    assert set(skipped) == {"notes.txt", "broken.jpg", "group.jpg", "wall.png"}
+    assert "not an image" in skipped["notes.txt"]
+    assert "truncated" in skipped["broken.jpg"].lower()
+    assert "faces and none dominant" in skipped["group.jpg"]
+    assert skipped["wall.png"].startswith("no face found")
+    assert reports["obama"].used == 2
+    assert set(Gallery.load(tmp_path / "g").photos["obama"]) == {"obama.jpg", "obama2.jpg"}
+
+
+def test_dominant_face_photo_enrolled(tmp_path, people, pipeline):
+    # Obama large, with a small copy of Biden's face pasted in a corner.
+    obama = cv2.imread(str(KNN / "train" / "obama" / "obama.jpg"))
+    biden = cv2.imread(str(KNN / "train" / "biden" / "biden.jpg"))
+    small = cv2.resize(biden, (biden.shape[1] // 4, biden.shape[0] // 4))
+    obama[: small.shape[0], : small.shape[1]] = small
+    for other in (people / "obama").iterdir():
+        other.unlink()
+    cv2.imwrite(str(people / "obama" / "with_friend.jpg"), obama)
+
+    reports = by_person(sync_gallery(people, tmp_path / "g", pipeline, 2.0))
+    assert reports["obama"].used == 1
+    assert reports["obama"].skipped == []
+
+
+def test_person_without_usable_photo_not_enrolled(tmp_path, people, pipeline):
+    for photo in (people / "alex_lacamoire").iterdir():
+        photo.unlink()
+    (people / "alex_lacamoire" / "empty.jpg").write_bytes(b"")
+    reports = by_person(sync_gallery(people, tmp_path / "g", pipeline, 2.0))
+    assert reports["alex_lacamoire"].action == "not enrolled"
+    assert "alex_lacamoire" not in Gallery.load(tmp_path / "g").people
+
+
+def test_missing_people_folder_leaves_gallery_untouched(tmp_path, people, pipeline):
+    sync_gallery(people, tmp_path / "g", pipeline, 2.0)
+    before = (tmp_path / "g" / GALLERY_FILE).read_bytes()
+    with pytest.raises(EdgefaceError, match="not found"):
+        sync_gallery(tmp_path / "no-such-stick", tmp_path / "g", pipeline, 2.0)
+    assert (tmp_path / "g" / GALLERY_FILE).read_bytes() == before
+
+
+def test_empty_people_folder_leaves_gallery_untouched(tmp_path, people, pipeline):
+    sync_gallery(people, tmp_path / "g", pipeline, 2.0)
+    before = (tmp_path / "g" / GALLERY_FILE).read_bytes()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(EdgefaceError, match="no person folders"):
+        sync_gallery(empty, tmp_path / "g", pipeline, 2.0)
+    assert (tmp_path / "g" / GALLERY_FILE).read_bytes() == before
+
+
+def test_corrupt_gallery_rebuilt_from_photos(tmp_path, people, pipeline):
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / GALLERY_FILE).write_bytes(b"garbage")
+    reports = by_person(sync_gallery(people, tmp_path / "g", pipeline, 2.0))
+    assert reports["obama"].action == "added"
+    assert len(Gallery.load(tmp_path / "g")) == 9
