@@ -1,6 +1,6 @@
 """Face embeddings with ONNX Runtime, driven by a model manifest.
 
-One :class:`Embedder` serves every model: the manifest says how to crop,
+One :class:`Embedder` serves every model. The manifest defines how to crop,
 colour-convert and normalise the face, and which tensors to read and write.
 Every embedding is L2-normalised as soon as the model returns it, so the
 distance between two embeddings is always in 0..2.
@@ -35,8 +35,8 @@ class Embedder:
         ``.onnx`` file beside it.
     :param threads: ONNX Runtime intra-op threads; ``None`` lets ONNX Runtime
         choose (one per core).
-    :param allow_untrained: accept a model whose manifest says it has random
-        weights. Such a model runs but recognises nobody, so by default it
+    :param allow_untrained: accept a model whose manifest marks it as
+        untrained (random weights). Such a model runs but recognises nobody, so by default it
         raises :class:`UntrainedModelError`.
     """
 

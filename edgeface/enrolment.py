@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PersonReport:
-    """What enrolment did for one person.
+    """Outcome of enrolment for one person.
 
     ``action`` is ``added``, ``changed``, ``unchanged``, ``removed`` or
     ``not enrolled`` (no usable photo). ``skipped`` lists ``(photo, reason)``.

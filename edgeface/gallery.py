@@ -8,7 +8,7 @@ at any moment leaves either the old gallery or the new one, never a mix.
 
 Vectors are unit length and searched by inner product
 (``faiss.IndexFlatIP``); the search converts similarities to Euclidean
-distances, ``d = sqrt(2 - 2 * cos)``, before any threshold sees them.
+distances, ``d = sqrt(2 - 2 * cos)``, before any threshold is applied.
 """
 
 from __future__ import annotations

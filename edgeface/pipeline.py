@@ -86,10 +86,10 @@ class Pipeline:
         faces = self.detector.detect(image)
         self.times.detect = (time.perf_counter() - start) * 1000.0
 
-        kept = [face for face in faces if min(face.box[2], face.box[3]) >= self.min_face_size]
-        if len(kept) < len(faces):
-            log.debug("dropped %d faces smaller than %d px", len(faces) - len(kept), self.min_face_size)
-        return kept
+        large_enough = [face for face in faces if min(face.box[2], face.box[3]) >= self.min_face_size]
+        if len(large_enough) < len(faces):
+            log.debug("dropped %d faces smaller than %d px", len(faces) - len(large_enough), self.min_face_size)
+        return large_enough
 
     def embed(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
         """Return one unit vector per face, as an ``(n, dim)`` array."""

@@ -1,8 +1,9 @@
 """Registering an existing ONNX face model: check its shapes, then write its manifest.
 
-The dry run loads the model in ONNX Runtime, checks that its first input is
-a 4-D image tensor whose fixed dimensions agree with the preset's size, runs
-one grey face through it and reads the embedding dimension off the output.
+The dry run loads the model in ONNX Runtime and checks that its first input
+is a 4-D image tensor whose fixed dimensions agree with the preset's size.
+It then runs one grey face through it and reads the embedding dimension off
+the output.
 Only then is the manifest written, so a manifest always describes a model
 that ran.
 """

@@ -5,10 +5,10 @@ Distances are plain Euclidean distances between unit vectors (0..2). Given the
 
 1. The candidates are the first ``k1`` neighbours within ``threshold``.
 2. When those candidates tie between two or more people, the candidates
-   become all ``k2`` neighbours within ``threshold``. (The candidates within
-   ``threshold`` are always a prefix of the sorted neighbours, so a fallback
-   to ``k2`` that only fires when none of the first ``k1`` qualify could never
-   find one; the tie is the case where more neighbours can still decide.)
+   become all ``k2`` neighbours within ``threshold``. The neighbours within
+   ``threshold`` always come first in the sorted list, so a fallback that
+   fired only when none of the first ``k1`` qualify could never find one.
+   A tie is the case where more neighbours can still decide.
 3. No candidate: Unknown. Otherwise each candidate is one vote for its
    person, the most votes win, and a tie goes to the tied person with the
    smallest single distance, so the result never depends on enrolment order.
@@ -53,7 +53,7 @@ class VotingParams:
 
 @dataclass(frozen=True)
 class Match:
-    """The answer for one face.
+    """The result of the vote for one face.
 
     ``person`` is None for Unknown. ``distance`` is the winner's best
     distance, or for Unknown the nearest neighbour's (None when the gallery
