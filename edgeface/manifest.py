@@ -63,11 +63,20 @@ DLIB_5_POINT_TEMPLATE = [
 def dlib_chip_points(size: int = 150, padding: float = 0.25) -> list[list[float]]:
     """Return the five template points of dlib's face chip, in chip pixels.
 
-    dlib maps a mean-face point ``p`` to ``(padding + p) / (1 + 2 * padding) * size``.
-    ``compute_face_descriptor`` uses ``size=150`` and ``padding=0.25``.
+    dlib places a mean-face point ``p`` at ``(padding + p) / (1 + 2 * padding) * size``
+    in units where the chip spans ``0..size``. Pixel ``i``'s centre is at
+    ``i + 0.5`` in those units, so the point is 0.5 lower in the pixel-centre
+    coordinates that OpenCV and the landmarks use. ``compute_face_descriptor``
+    uses ``size=150`` and ``padding=0.25``.
+
+    NOTE: dlib's ``get_face_chip`` also scales the chip by ``(size * s - 1) / ((size - 1) * s)``,
+    where ``s`` is frame pixels per chip pixel, because ``centered_drect``
+    (dlib/geometry/drectangle.h) shortens the crop by one frame pixel. These
+    points assume ``s = 1``. For ``s`` from 0.6 to any larger value, dlib's
+    chip differs from them by at most 0.5 pixel at the chip's border.
     """
     scale = size / (1.0 + 2.0 * padding)
-    return [[(padding + x) * scale, (padding + y) * scale] for x, y in DLIB_MEAN_FACE_5]
+    return [[(padding + x) * scale - 0.5, (padding + y) * scale - 0.5] for x, y in DLIB_MEAN_FACE_5]
 
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
