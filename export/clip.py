@@ -680,7 +680,7 @@ def export_model(source: SourceModel, args: argparse.Namespace) -> ExportResult:
             export_onnx(source.encoder, source.image_size, staged["fp32"])
 
             if args.quantization != "none":
-                staged["int8"] = staging / f"{source.name}-int8.onnx"
+                staged["int8"] = staging / f"{source.name}.int8.onnx"
                 calibration = None
                 if args.quantization == "static":
                     calibration = source.preprocess(load_images(args.calibration, args.max_images))
@@ -1054,7 +1054,7 @@ def _write_clip_manifest(
         "parity": result.parity,
         "latency_ms": result.latency,
     }
-    suffix = "" if precision == "fp32" else "-int8"
+    suffix = "" if precision == "fp32" else ".int8"
     write_manifest(
         path,
         name=f"{source.name}{suffix}",
