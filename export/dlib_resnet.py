@@ -701,7 +701,8 @@ def _check_channel_means(net: DlibResnet) -> None:
 
 
 def _write_manifests(fp32_path: Path, int8_path: Path, source: dict[str, Any]) -> None:
-    for path, name, precision in ((fp32_path, "dlib_resnet_v1", "fp32"), (int8_path, "dlib_resnet_v1.int8", "int8")):
+    # Names as in docs/manifest.md.
+    for path, name, precision in ((fp32_path, "dlib-resnet-v1", "fp32"), (int8_path, "dlib-resnet-v1-int8", "int8")):
         input_spec, crop = preset("dlib150")
         input_spec.name = INPUT_NAME
         details = dict(source, precision=precision)
