@@ -395,6 +395,9 @@ def _open_clip_weights(name: str, weights: str | None, create_options: dict[str,
 
     tag_config = open_clip.get_pretrained_cfg(name, weights)
     if tag_config:
+        # NOTE: downloads (pretrained tags, hf-hub: and transformers hub ids) have
+        # not run in the tests, which have no network. Local files, folders and
+        # random weights have.
         # Some tags were trained with QuickGELU, which the plain config lacks (ViT-B-32
         # with openai weights). open_clip only warns, so the model is built with
         # QuickGELU here. The parity check cannot catch a wrong activation, because
@@ -407,9 +410,10 @@ def _open_clip_weights(name: str, weights: str | None, create_options: dict[str,
         return weights
 
     if Path(weights).is_file():
-        # NOTE: a checkpoint file carries no preprocessing, so open_clip's defaults
-        # apply (OpenAI mean and std, bicubic, shortest side). For a model trained
-        # with other values, use an open_clip folder (--model local-dir:DIR).
+        # NOTE: a checkpoint file carries no preprocessing or activation settings,
+        # so open_clip's defaults apply (OpenAI mean and std, bicubic, shortest
+        # side, plain GELU). OpenAI's weights need the -quickgelu model name, and
+        # other training settings need an open_clip folder (--model local-dir:DIR).
         create_options.update(pretrained=str(weights), require_pretrained=True)
         return Path(weights).name
 
@@ -492,13 +496,10 @@ def _load_hugging_face(args: argparse.Namespace, identifier: str) -> SourceModel
         return np.asarray(processor(images=images, return_tensors="np")["pixel_values"], dtype=np.float32)
 
     encoder = _normalised_encoder(model, lambda tower, pixels: tower(pixel_values=pixels).image_embeds)
+    # A transformers id or folder names its weights, so only random weights get a suffix.
     model_name = identifier if not config_only else Path(identifier).name
-    if args.random_weights:
-        name_suffix = "random"
-    else:
-        name_suffix = Path(args.weights).name if args.weights else ""
     return SourceModel(
-        name=_default_name(model_name, name_suffix),
+        name=_default_name(model_name, "random" if args.random_weights else ""),
         encoder=encoder,
         preprocess=preprocess,
         image_size=image_size,
