@@ -95,10 +95,12 @@ def ten_fold_accuracy(
     threshold is the largest at which at most ``far`` of the different-person
     pairs are accepted.
 
-    Returns a dict: ``mean`` and ``std`` (ddof 0) of the fold accuracies,
-    ``accuracies``, ``thresholds`` (one per fold), ``tar_at_far``,
+    Returns a dict with ``mean`` and ``std`` (ddof 0) of the fold
+    accuracies, ``accuracies``, ``thresholds`` (one per fold), ``tar_at_far``,
     ``far_threshold``, ``far`` (the target), ``far_measured`` and
-    ``failures`` (NaN pairs).
+    ``failures`` (NaN pairs). ``mean_without_failures`` and
+    ``std_without_failures`` are the same statistics over only the pairs with
+    a distance, at the same thresholds.
     """
     distances = np.asarray(distances, dtype=np.float64)
     same = np.asarray(same, dtype=bool)
@@ -109,12 +111,15 @@ def ten_fold_accuracy(
 
     fold_of_pair = np.repeat(np.arange(folds), len(distances) // folds)
     accuracies = []
+    accuracies_without_failures = []
     thresholds = []
     for fold in range(folds):
         train = fold_of_pair != fold
         threshold = best_threshold(distances[train], same[train])
         test = ~train
+        completed = test & ~np.isnan(distances)
         accuracies.append(_accuracy(distances[test], same[test], threshold))
+        accuracies_without_failures.append(_accuracy(distances[completed], same[completed], threshold))
         thresholds.append(threshold)
 
     far_threshold, tar, far_measured = tar_at_far(distances, same, far)
@@ -128,6 +133,8 @@ def ten_fold_accuracy(
         "far": far,
         "far_measured": far_measured,
         "failures": int(np.isnan(distances).sum()),
+        "mean_without_failures": float(np.mean(accuracies_without_failures)),
+        "std_without_failures": float(np.std(accuracies_without_failures)),
     }
 
 
@@ -163,6 +170,8 @@ def best_threshold(distances: np.ndarray, same: np.ndarray) -> float:
 
 
 def _accuracy(distances: np.ndarray, same: np.ndarray, threshold: float) -> float:
+    if len(distances) == 0:
+        return float("nan")
     with np.errstate(invalid="ignore"):
         accepted = distances <= threshold
     rejected = distances > threshold

@@ -259,6 +259,7 @@ def test_ten_fold_counts_failures_wrong():
     assert result["failures"] == 6
     assert result["accuracies"][0] == pytest.approx(594 / 600)
     assert result["accuracies"][1:] == [1.0] * 9
+    assert result["mean_without_failures"] == 1.0
     assert result["tar_at_far"] == pytest.approx(2997 / 3000)
     assert result["far_measured"] == 0.0
 
