@@ -48,7 +48,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "min_face_size": Setting(int, 40, 0, 4096),
     },
     "embedder": {
-        "model": Setting(str, "models/dlib_resnet_v1.int8.onnx", path=True),
+        "model": Setting(str, "models/dlib_resnet_v1.onnx", path=True),
         "threads": Setting(int, None, 1, 64, optional=True),
         "allow_untrained": Setting(bool, False),
     },

@@ -25,7 +25,7 @@ def test_documented_config_matches_defaults():
 def test_documented_config_loads():
     config = load_config(ROOT / "config.yaml")
     assert config["matching"]["k1"] == 3
-    assert config["embedder"]["model"] == str(ROOT / "models" / "dlib_resnet_v1.int8.onnx")
+    assert config["embedder"]["model"] == str(ROOT / "models" / "dlib_resnet_v1.onnx")
 
 
 def test_partial_file_keeps_other_defaults(tmp_path):
