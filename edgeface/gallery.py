@@ -13,7 +13,6 @@ distances, ``d = sqrt(2 - 2 * cos)``, before any threshold is applied.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os

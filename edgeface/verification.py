@@ -24,7 +24,8 @@ def read_pairs(
 ) -> list[tuple[Path, Path, bool]]:
     """Read LFW's ``pairs.txt`` into ``(image_a, image_b, same)`` tuples in file order.
 
-    The first line is ``folds pairs_per_half``. Each fold has that many
+    The first line is ``folds pairs_per_half`` (View 2), or a lone
+    ``pairs_per_half`` for one fold (View 1's files). Each fold has that many
     ``name n1 n2`` lines (same person) followed by as many
     ``name1 n1 name2 n2`` lines (different people). ``n`` is the image
     number, so ``George_W_Bush 10`` is ``George_W_Bush/George_W_Bush_0010.jpg``
@@ -43,10 +44,11 @@ def read_pairs(
     if not lines:
         raise EdgefaceError(f"pairs file {path} is empty")
 
+    # View 2 starts with "folds pairs_per_half"; View 1's files with one count.
     header = lines[0].split()
-    if len(header) != 2 or not all(field.isdigit() for field in header):
-        raise EdgefaceError(f"{path}:1: expected 'folds pairs_per_half', found {lines[0]!r}")
-    folds, per_half = int(header[0]), int(header[1])
+    if len(header) not in (1, 2) or not all(field.isdigit() for field in header):
+        raise EdgefaceError(f"{path}:1: expected 'folds pairs_per_half' or 'pairs_per_half', found {lines[0]!r}")
+    folds, per_half = (int(header[0]), int(header[1])) if len(header) == 2 else (1, int(header[0]))
     expected = folds * 2 * per_half
     if len(lines) - 1 != expected:
         raise EdgefaceError(f"{path}: the first line declares {expected} pairs, but the file has {len(lines) - 1}")
