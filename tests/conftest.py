@@ -48,3 +48,13 @@ def mobilefacenet(tmp_path_factory) -> Path:
     shutil.copy(require(MOBILEFACENET), model)
     register_model(model, preset_name="arcface112")
     return model
+
+
+@pytest.fixture(scope="session")
+def dlib_resnet(tmp_path_factory) -> Path:
+    """dlib's face ResNet exported to a temporary folder; returns the fp32 model path."""
+    from export.dlib_resnet import default_weights, export
+
+    folder = tmp_path_factory.mktemp("dlib-resnet")
+    result = export(default_weights(), folder, faces_dir=None, max_faces=0, skip_parity=True)
+    return result.fp32_path

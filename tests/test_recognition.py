@@ -72,6 +72,23 @@ def test_knn_examples_with_dlib_detector(tmp_path, capsys, mobilefacenet):
         assert named_left_to_right(records, name) == people, name
 
 
+def test_knn_examples_with_default_config(tmp_path, capsys, dlib_resnet):
+    # The README's main job: dlib's detector, the exported dlib ResNet and
+    # every matching setting at its default.
+    pytest.importorskip("dlib", reason="the dlib detector needs dlib (pip install 'edgeface[dlib]')")
+    options = ["--model", dlib_resnet]
+    code, out, err = run_cli(capsys, "enroll", require(KNN / "train"), "--gallery", tmp_path, *options)
+    assert code == 0, err
+
+    images = sorted((KNN / "test").iterdir())
+    records = identify_json(capsys, tmp_path, images, *options)
+    for name, people in EXPECTED.items():
+        assert named_left_to_right(records, name) == people, name
+    # The third face in obama_and_biden.jpg is a child who is not enrolled.
+    unknown = [r for r in records if r["person"] is None]
+    assert [r["image"].endswith("obama_and_biden.jpg") for r in unknown] == [True]
+
+
 def test_timings_reported_per_stage(tmp_path, capsys, yunet_options):
     run_cli(capsys, "enroll", require(KNN / "train"), "--gallery", tmp_path, *yunet_options)
     records = identify_json(capsys, tmp_path, [KNN / "test" / "obama1.jpg"], *yunet_options, "--timings")
