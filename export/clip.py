@@ -320,9 +320,10 @@ def _load_open_clip(args: argparse.Namespace, identifier: str) -> SourceModel:
     try:
         model = open_clip.create_model(identifier, **create_options)
     except (RuntimeError, OSError, ValueError) as error:
+        reason = str(error).rstrip(".")
         raise ModelError(
-            f"open_clip cannot create {identifier} with weights {weights_label}: {error}. A pretrained "
-            f"tag needs a network; offline, pass a checkpoint file with --weights FILE."
+            f"open_clip cannot create {identifier} with weights {weights_label}: {reason}. A "
+            f"pretrained tag needs a network; offline, pass a checkpoint file with --weights FILE."
         ) from error
     model.eval()
 
@@ -460,9 +461,10 @@ def _load_hugging_face(args: argparse.Namespace, identifier: str) -> SourceModel
                 weights_source, config=vision_config, output_loading_info=True
             )
         except (OSError, ValueError) as error:
+            reason = str(error).rstrip(".")
             raise ModelError(
-                f"transformers cannot load CLIP weights from {weights_source}: {error}. A hub id "
-                f"needs a network; offline, pass a local folder."
+                f"transformers cannot load CLIP weights from {weights_source}: {reason}. A hub "
+                f"id needs a network; offline, pass a local folder."
             ) from error
         if loading.get("missing_keys"):
             missing = sorted(loading["missing_keys"])
@@ -539,9 +541,10 @@ def _hf_vision_config(identifier: str, from_file: bool):
         try:
             config = AutoConfig.from_pretrained(identifier)
         except (OSError, ValueError) as error:
+            reason = str(error).rstrip(".")
             raise ModelError(
-                f"transformers cannot read the configuration of {identifier}: {error}. A hub id "
-                f"needs a network; offline, pass a local folder."
+                f"transformers cannot read the configuration of {identifier}: {reason}. A hub "
+                f"id needs a network; offline, pass a local folder."
             ) from error
 
     if isinstance(config, CLIPConfig):
