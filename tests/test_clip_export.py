@@ -445,8 +445,11 @@ def test_open_clip_name_needs_weights(tmp_path, faces):
 
 
 def test_module_import_skips_torch():
-    code = "import sys, export.clip; print('torch' in sys.modules, 'open_clip' in sys.modules)"
+    code = (
+        "import sys, export.clip; "
+        "print(*(name in sys.modules for name in ('torch', 'open_clip', 'transformers')))"
+    )
     completed = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
     )
-    assert completed.stdout.split() == ["False", "False"]
+    assert completed.stdout.split() == ["False", "False", "False"]
