@@ -29,17 +29,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-32", help="open_clip model name (default: ViT-B-32)")
     parser.add_argument(
-        "--threads", type=int, nargs="+", default=[1, 2], help="thread counts for torch and ONNX Runtime (default: 1 2)"
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="thread counts for torch and ONNX Runtime (default: 1 2)",
     )
     parser.add_argument(
         "--faces", type=Path, default=DEFAULT_FACES, help="folder of face images for the parity check"
     )
-    parser.add_argument("--max-images", type=int, default=100, help="maximum face images for the parity check (default: 100)")
+    parser.add_argument(
+        "--max-images", type=int, default=100, help="maximum face images for the parity check (default: 100)"
+    )
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per measurement")
     options = parser.parse_args()
 
     if not options.faces.is_dir():
         parser.error(f"face folder {options.faces} not found: pass --faces DIR")
+    load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory() as scratch:
         export_parser = argparse.ArgumentParser()
@@ -70,6 +77,9 @@ def main() -> None:
         ]
 
     print_report(options, source, result, latencies)
+    # Other processes slow every figure, so the load average before the run
+    # should be near 0. The one after includes this script's own threads.
+    print(f"1-minute load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
 
 
 def print_report(options, source, result, latencies) -> None:
@@ -85,7 +95,7 @@ def print_report(options, source, result, latencies) -> None:
     for precision in ("fp32", "int8"):
         stats = result.parity[precision]
         size = result.sizes[precision] / 1e6
-        print(f"| {precision} | {size:.1f} | {stats['mean']:.6f} / {stats['min']:.6f} |")
+        print(f"| {precision} | {size:.1f} | {stats['mean']:.7f} / {stats['min']:.7f} |")
     print()
 
     print("| threads | torch (ms) | fp32 ONNX (ms) | int8 ONNX (ms) |")
