@@ -16,6 +16,10 @@ EXPORTERS = {
 }
 
 
+def _own_info_or_warning(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or record.name.startswith(("export", "edgeface"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -27,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # open_clip, ONNX Runtime's quantiser and torch's ONNX optimiser log
+    # routine INFO lines through the root logger by the hundred, burying the
+    # exporters' own progress. Their warnings and errors still pass.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_own_info_or_warning)
     try:
         return modules[args.command].run(args) or 0
     except EdgefaceError as error:

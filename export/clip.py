@@ -184,33 +184,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export the model that ``args`` names, print the report and return 0."""
     _check_arguments(args)
-    with _library_info_hidden():
-        source = load_source_model(args)
-        result = export_model(source, args)
+    source = load_source_model(args)
+    result = export_model(source, args)
     print(format_report(source, result))
     return 0
-
-
-@contextlib.contextmanager
-def _library_info_hidden():
-    """Drop INFO and DEBUG records of other libraries from the root handlers for the block.
-
-    open_clip and ONNX Runtime's quantizer log through the root logger and
-    torch's ONNX optimiser logs every rewrite, which buries this exporter's own
-    progress lines. Warnings and errors still pass.
-    """
-
-    def keep(record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.name.startswith(("export", "edgeface"))
-
-    handlers = list(logging.getLogger().handlers)
-    for handler in handlers:
-        handler.addFilter(keep)
-    try:
-        yield
-    finally:
-        for handler in handlers:
-            handler.removeFilter(keep)
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
