@@ -60,7 +60,7 @@ def test_tie_goes_to_smallest_distance_in_any_order():
     params = VotingParams(k1=2, k2=3, threshold=0.6)
     neighbours = [("ana", 0.31), ("bo", 0.30), ("cy", 0.9)]
     # Every enrolment order (the order the search returns equal results in)
-    # must give the same answer: bo, the nearest of the tied people.
+    # must give the same result: bo, the nearest of the tied people.
     for order in itertools.permutations(neighbours):
         people = [p for p, _ in order]
         distances = [d for _, d in order]
@@ -95,7 +95,7 @@ def test_margin_makes_close_runner_up_ambiguous():
     assert clear.runner_up_distance == pytest.approx(0.50)
 
 
-def test_margin_zero_keeps_vote_winner_behind_nearer_runner_up():
+def test_zero_margin_keeps_vote_winner():
     params = VotingParams(k1=3, k2=4, threshold=0.6)
     match = vote(["bo", "ana", "ana"], [0.30, 0.32, 0.33], params)
     assert match.person == "ana"
