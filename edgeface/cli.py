@@ -20,6 +20,12 @@ log = logging.getLogger("edgeface")
 
 
 def main(argv: list[str] | None = None) -> int:
+    # File names that are not valid UTF-8 reach Python as surrogates; print
+    # them escaped instead of failing on a strict UTF-8 terminal.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
     parser = _build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -94,26 +100,43 @@ def _config_from(args: argparse.Namespace) -> dict:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    from .enrolment import sync_gallery
+    from .enrolment import NothingEnrolledError, sync_gallery
     from .pipeline import Pipeline
 
     config = _config_from(args)
     pipeline = Pipeline.from_config(config)
-    reports = sync_gallery(args.people_dir, args.gallery, pipeline, config["enrolment"]["dominant_face_ratio"])
+    try:
+        reports = sync_gallery(
+            args.people_dir,
+            args.gallery,
+            pipeline,
+            config["enrolment"]["dominant_face_ratio"],
+            threshold=config["matching"]["threshold"],
+        )
+    except NothingEnrolledError as error:
+        _print_reports(error.reports)
+        raise
 
+    _print_reports(reports)
+    enrolled = sum(1 for r in reports if r.used)
+    print(f"gallery {args.gallery}: {enrolled} {'person' if enrolled == 1 else 'people'} enrolled with model {pipeline.model_name}")
+    return 1 if any(r.skipped or r.action == "not enrolled" for r in reports) else 0
+
+
+def _print_reports(reports) -> None:
     for report in reports:
         line = f"{report.person}: {report.action}"
-        if report.action != "removed":
+        if report.action == "removed" and report.skipped:
+            line += " (no usable photo left)"
+        elif report.action != "removed":
             line += f", {report.used} photo{'s' if report.used != 1 else ''} used ({report.embedded} embedded)"
         if report.skipped:
             line += f", {len(report.skipped)} skipped"
         print(line)
         for photo, reason in report.skipped:
             print(f"  skipped {photo}: {reason}")
-
-    enrolled = sum(1 for r in reports if r.used)
-    print(f"gallery {args.gallery}: {enrolled} people enrolled with model {pipeline.model_name}")
-    return 1 if any(r.skipped or r.action == "not enrolled" for r in reports) else 0
+        for photo, message in report.warnings:
+            print(f"  warning {photo}: {message}")
 
 
 def _identify(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ directory.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,14 +56,17 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     "matching": {
         "k1": Setting(int, 3, 1, 50),
         "k2": Setting(int, 5, 2, 100),
-        "threshold": Setting(float, 0.4, 0.0, 2.0),
+        "threshold": Setting(float, 0.4, None, 2.0),
         "min_votes": Setting(int, 1, 1, 50),
-        "margin": Setting(float, 0.0, 0.0, 2.0),
+        "margin": Setting(float, 0.0, 0.0, 1.0),
     },
     "enrolment": {
         "dominant_face_ratio": Setting(float, 2.0, 1.0, 100.0),
     },
 }
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
 def defaults() -> dict[str, dict[str, Any]]:
@@ -89,6 +93,8 @@ def load_config(
             text = path.read_text(encoding="utf-8")
         except OSError as error:
             raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start}): save it as UTF-8") from error
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as error:
@@ -133,10 +139,10 @@ def _check_value(name: str, setting: Setting, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {name} must be set, it has no empty value")
     if setting.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if isinstance(value, bool) and setting.kind is not bool:
-        raise ConfigError(f"{where}: {name} must be a {setting.kind.__name__}, not {value!r}")
-    if not isinstance(value, setting.kind):
-        raise ConfigError(f"{where}: {name} must be a {setting.kind.__name__}, not {value!r}")
+    if (isinstance(value, bool) and setting.kind is not bool) or not isinstance(value, setting.kind):
+        raise ConfigError(f"{where}: {name} must be {_KIND_NAMES[setting.kind]}, not {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {name} must be a finite number, not {value!r}")
     if setting.choices is not None and value not in setting.choices:
         raise ConfigError(f"{where}: {name} must be one of {', '.join(map(str, setting.choices))}, not {value!r}")
     if setting.minimum is not None and value < setting.minimum:
@@ -151,7 +157,7 @@ def _check_relations(config: dict) -> None:
     if matching["k2"] <= matching["k1"]:
         raise ConfigError(f"matching.k2 ({matching['k2']}) must be greater than matching.k1 ({matching['k1']})")
     if matching["threshold"] <= 0:
-        raise ConfigError("matching.threshold must be greater than 0")
+        raise ConfigError(f"matching.threshold is {matching['threshold']}, but must be greater than 0 (and at most 2)")
 
 
 def _resolve_paths(config: dict, base: Path) -> None:

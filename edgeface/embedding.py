@@ -78,6 +78,11 @@ class Embedder:
             raise ModelError(
                 f"manifest {manifest.path} names input {self.input_name!r}, but the model's inputs are {names}"
             )
+        outputs = [o.name for o in self.session.get_outputs()]
+        if self.output_name not in outputs:
+            raise ModelError(
+                f"manifest {manifest.path} names output {self.output_name!r}, but the model's outputs are {outputs}"
+            )
 
         # Per-channel constants, computed once instead of per frame.
         mean = np.asarray(spec.mean, dtype=np.float32)
@@ -88,6 +93,7 @@ class Embedder:
         self._nchw = spec.layout == "NCHW"
 
         self._batch_fixed = _fixed_batch_size(self.session.get_inputs()[0].shape)
+        self._check_shapes()
 
     @property
     def dim(self) -> int:
@@ -117,7 +123,32 @@ class Embedder:
             vectors = np.concatenate(outputs, axis=0)
         else:
             vectors = self._run(batch)
-        return l2_normalise(vectors.reshape(len(batch), -1))
+        vectors = vectors.reshape(len(batch), -1)
+        if not np.all(np.isfinite(vectors)):
+            raise ModelError(
+                f"model {self.manifest.name} returned NaN or infinite values: check the manifest's "
+                f"input.mean and input.std, or export the model again"
+            )
+        return l2_normalise(vectors)
+
+    def _check_shapes(self) -> None:
+        """Run one grey face and check the input layout and output size against the manifest."""
+        spec = self.manifest.input
+        grey = np.full((1, spec.height, spec.width, 3), 128, dtype=np.uint8)
+        try:
+            vectors = self.embed_crops(grey)
+        except ModelError:
+            raise
+        except Exception as error:  # onnxruntime raises several unrelated types
+            raise ModelError(
+                f"model {self.manifest.model_path} does not take the input that manifest "
+                f"{self.manifest.path} describes ({spec.layout} {spec.width}x{spec.height}): {error}"
+            ) from error
+        if vectors.shape[1] != self.dim:
+            raise ModelError(
+                f"model {self.manifest.model_path} returns {vectors.shape[1]} values, but manifest "
+                f"{self.manifest.path} says output.dim is {self.dim}"
+            )
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]

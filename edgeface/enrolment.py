@@ -20,6 +20,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .detection import Face
 from .errors import EdgefaceError, GalleryError, ImageError
 from .gallery import Gallery
@@ -33,8 +35,10 @@ log = logging.getLogger(__name__)
 class PersonReport:
     """Outcome of enrolment for one person.
 
-    ``action`` is ``added``, ``changed``, ``unchanged``, ``removed`` or
-    ``not enrolled`` (no usable photo). ``skipped`` lists ``(photo, reason)``.
+    ``action`` is ``added``, ``changed``, ``unchanged``, ``removed`` (folder
+    gone, or no usable photo left) or ``not enrolled`` (a new person with no
+    usable photo). ``skipped`` lists ``(photo, reason)``; ``warnings`` lists
+    ``(photo, message)`` for photos used but worth checking.
     """
 
     person: str
@@ -42,6 +46,15 @@ class PersonReport:
     used: int = 0
     embedded: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+
+
+class NothingEnrolledError(EdgefaceError):
+    """No person folder had a usable photo, so the gallery was left unchanged."""
+
+    def __init__(self, message: str, reports: list[PersonReport]) -> None:
+        super().__init__(message)
+        self.reports = reports
 
 
 def choose_face(faces: list[Face], dominant_face_ratio: float) -> tuple[Face | None, str]:
@@ -62,26 +75,44 @@ def choose_face(faces: list[Face], dominant_face_ratio: float) -> tuple[Face | N
     )
 
 
-def sync_gallery(people_dir: str | Path, gallery_dir: str | Path, pipeline: Pipeline, dominant_face_ratio: float) -> list[PersonReport]:
+def sync_gallery(
+    people_dir: str | Path,
+    gallery_dir: str | Path,
+    pipeline: Pipeline,
+    dominant_face_ratio: float,
+    threshold: float | None = None,
+) -> list[PersonReport]:
     """Enrol every person folder of ``people_dir`` into the gallery at ``gallery_dir``.
 
+    Only photos directly inside a person's folder are read; sub-folders and
+    hidden files are listed as skipped. With ``threshold`` (the matching
+    distance), a photo farther than it from all of the person's other photos
+    gets a warning, since it may show someone else.
+
     Returns one report per person, sorted by name, including removed people.
-    Raises :class:`EdgefaceError` when ``people_dir`` is not a folder.
+    Raises :class:`EdgefaceError` when ``people_dir`` or ``gallery_dir`` is
+    unusable, and :class:`NothingEnrolledError` when no person has a usable
+    photo; in both cases the gallery on disk is left unchanged.
     """
     people_dir = Path(people_dir)
-    if not people_dir.is_dir():
+    gallery_dir = Path(gallery_dir)
+    if not people_dir.exists():
         raise EdgefaceError(f"people folder not found: {people_dir} (expected one sub-folder of photos per person)")
+    if not people_dir.is_dir():
+        raise EdgefaceError(f"{people_dir} is a file, not a folder: give the folder that holds one sub-folder of photos per person")
+    Gallery.check_writable(gallery_dir)
+
+    folders = sorted(p for p in people_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "lost+found")
+    if not folders:
+        raise EdgefaceError(f"{people_dir} has no person folders: put each person's photos in a sub-folder named after them")
 
     previous = _load_previous(gallery_dir, pipeline)
     gallery = pipeline.new_gallery()
     reports = []
-
-    folders = sorted(p for p in people_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        raise EdgefaceError(f"{people_dir} has no person folders: put each person's photos in a sub-folder named after them")
-
     for folder in folders:
         report, photos = _enrol_person(folder, previous, pipeline, dominant_face_ratio)
+        if threshold is not None:
+            report.warnings = _outlier_photos(photos, threshold)
         gallery.replace_person(folder.name, photos)
         reports.append(report)
 
@@ -90,9 +121,34 @@ def sync_gallery(people_dir: str | Path, gallery_dir: str | Path, pipeline: Pipe
         for person in previous.people:
             if person not in names:
                 reports.append(PersonReport(person=person, action="removed"))
+    reports.sort(key=lambda r: r.person)
 
+    if not gallery.people:
+        raise NothingEnrolledError(
+            f"no person in {people_dir} has a usable photo, so the gallery at {gallery_dir} was left "
+            f"unchanged: check the photos listed above",
+            reports,
+        )
     gallery.save(gallery_dir)
-    return sorted(reports, key=lambda r: r.person)
+    return reports
+
+
+def _outlier_photos(photos: dict[str, tuple[str, np.ndarray]], threshold: float) -> list[tuple[str, str]]:
+    """Return ``(photo, message)`` for each photo farther than ``threshold`` from all the person's others."""
+    if len(photos) < 2:
+        return []
+    names = sorted(photos)
+    vectors = np.stack([photos[name][1] for name in names])
+    distances = np.linalg.norm(vectors[:, None, :] - vectors[None, :, :], axis=2)
+    np.fill_diagonal(distances, np.inf)
+    warnings = []
+    for name, nearest in zip(names, distances.min(axis=1)):
+        if nearest > threshold:
+            warnings.append(
+                (name, f"distance {nearest:.2f} to this person's nearest other photo is above the threshold "
+                       f"{threshold:.2f}: check that it shows the same person")
+            )
+    return warnings
 
 
 def _load_previous(gallery_dir: str | Path, pipeline: Pipeline) -> Gallery | None:
@@ -126,8 +182,16 @@ def _enrol_person(folder: Path, previous: Gallery | None, pipeline: Pipeline, do
     old_photos = previous.photos.get(person) if previous is not None else None
     photos = {}
 
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        name = path.relative_to(folder).as_posix()
+    for path in sorted(folder.iterdir()):
+        name = path.name
+        if name.startswith("."):
+            continue
+        if path.is_dir():
+            report.skipped.append((name + "/", "sub-folder ignored: put this person's photos directly in their folder"))
+            continue
+        if not path.is_file():
+            report.skipped.append((name, "not a regular file (a broken link, pipe or device)"))
+            continue
         if not is_image_file(path):
             report.skipped.append((name, "not an image file (unsupported extension)"))
             continue
@@ -152,7 +216,7 @@ def _enrol_person(folder: Path, previous: Gallery | None, pipeline: Pipeline, do
 
     report.used = len(photos)
     if not photos:
-        report.action = "not enrolled"
+        report.action = "removed" if old_photos else "not enrolled"
     elif old_photos is not None:
         same = {n: p.sha256 for n, p in old_photos.items()} == {n: d for n, (d, _) in photos.items()}
         report.action = "unchanged" if same and report.embedded == 0 else "changed"

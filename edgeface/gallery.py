@@ -120,13 +120,50 @@ class Gallery:
         people = [[self.labels[r] for r in row] for row in rows]
         return distances, people
 
-    def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write the gallery atomically to ``folder/gallery.npz`` and return that path."""
+    @staticmethod
+    def check_writable(folder: str | os.PathLike[str]) -> None:
+        """Raise :class:`GalleryError` unless a gallery can be saved in ``folder``.
+
+        Creates the folder if needed and writes and removes the temporary
+        file, so a long enrolment does not end in a failed save.
+        """
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        temporary = folder / (GALLERY_FILE + ".tmp")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(temporary, "wb"):
+                pass
+            temporary.unlink()
+        except OSError as error:
+            raise GalleryError(
+                f"cannot write a gallery in {folder}: {error.strerror or error}. "
+                f"Choose a writable folder (the gallery is the file {GALLERY_FILE} inside it)."
+            ) from error
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write the gallery atomically to ``folder/gallery.npz`` and return that path.
+
+        Raises :class:`GalleryError` when the write fails; the previous
+        gallery file, if any, is then left as it was.
+        """
+        folder = Path(folder)
         path = folder / GALLERY_FILE
         temporary = folder / (GALLERY_FILE + ".tmp")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._write(path, temporary)
+        except OSError as error:
+            try:
+                temporary.unlink()
+            except OSError:
+                pass
+            raise GalleryError(
+                f"cannot save the gallery to {path}: {error.strerror or error}. The previous gallery is unchanged."
+            ) from error
+        log.info("saved gallery %s: %d people, %d vectors", path, len(self.photos), len(self))
+        return path
 
+    def _write(self, path: Path, temporary: Path) -> None:
         meta = {
             "format": FORMAT_VERSION,
             "model_name": self.model_name,
@@ -148,14 +185,14 @@ class Gallery:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-        _fsync_folder(folder)
-        log.info("saved gallery %s: %d people, %d vectors", path, len(self.photos), len(self))
-        return path
+        _fsync_folder(path.parent)
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> Gallery:
         """Read ``folder/gallery.npz``; raise :class:`GalleryError` if it is missing or corrupt."""
         path = Path(folder) / GALLERY_FILE
+        if Path(folder).is_file():
+            raise GalleryError(f"{folder} is a file: --gallery takes the folder that holds {GALLERY_FILE}")
         if not path.is_file():
             raise GalleryError(
                 f"no gallery at {path}: enrol people first with 'edgeface enroll PEOPLE_DIR --gallery {folder}'"
@@ -164,8 +201,12 @@ class Gallery:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(data["meta"].tobytes().decode("utf-8"))
                 index = faiss.deserialize_index(np.ascontiguousarray(data["index"]))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, RuntimeError) as error:
-            raise GalleryError(f"gallery {path} is corrupt or unreadable ({error}): enrol again to rebuild it") from error
+        except OSError as error:
+            raise GalleryError(f"cannot read gallery {path}: {error.strerror or error}") from error
+        except (ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, RuntimeError) as error:
+            raise GalleryError(
+                f"gallery {path} is corrupt ({type(error).__name__}): enrol again to rebuild it"
+            ) from error
 
         if meta.get("format") != FORMAT_VERSION:
             raise GalleryError(f"gallery {path} has format {meta.get('format')!r}, expected {FORMAT_VERSION}")
@@ -177,9 +218,12 @@ class Gallery:
                 for person, records in meta["photos"].items()
             }
             gallery = cls(model_name=meta["model_name"], fingerprint=meta["fingerprint"], dim=dim)
-        except (KeyError, TypeError, ValueError) as error:
-            raise GalleryError(f"gallery {path} has invalid metadata ({error}): enrol again to rebuild it") from error
+        except (KeyError, TypeError, ValueError, AttributeError, AssertionError) as error:
+            raise GalleryError(f"gallery {path} has invalid metadata ({type(error).__name__}): enrol again to rebuild it") from error
 
+        rows = sorted(p.row for records in photos.values() for p in records.values())
+        if not isinstance(index, faiss.IndexFlatIP) or rows != list(range(len(labels))):
+            raise GalleryError(f"gallery {path} has invalid metadata (index type or photo rows): enrol again to rebuild it")
         if index.ntotal != len(labels) or index.d != dim:
             raise GalleryError(
                 f"gallery {path} is inconsistent: {index.ntotal} vectors of dimension {index.d} "

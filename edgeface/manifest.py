@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -242,6 +243,15 @@ def manifest_from_dict(data: Any, where: str = "manifest") -> Manifest:
         raise ModelError(
             f"{where}: unsupported manifest format {data.get('format')!r}, expected {FORMAT_VERSION}"
         )
+    # Every field that changes what the model sees is required: a default
+    # could silently feed the model the wrong pixels.
+    for section, keys in _REQUIRED.items():
+        values = data.get(section) if section else data
+        if section and not isinstance(values, dict):
+            raise ModelError(f"{where}: missing field '{section}' (a JSON object)")
+        for key in keys:
+            if key not in values:
+                raise ModelError(f"{where}: missing field '{section + '.' if section else ''}{key}'")
     try:
         manifest = Manifest(
             name=data["name"],
@@ -250,7 +260,7 @@ def manifest_from_dict(data: Any, where: str = "manifest") -> Manifest:
             input=InputSpec(**data["input"]),
             crop=CropSpec(**data["crop"]),
             output=OutputSpec(**data["output"]),
-            trained=data.get("trained", True),
+            trained=data["trained"],
             format=data["format"],
             source=data.get("source", {}),
         )
@@ -262,6 +272,22 @@ def manifest_from_dict(data: Any, where: str = "manifest") -> Manifest:
     return manifest
 
 
+_REQUIRED = {
+    "": ("name", "model_file", "sha256", "trained", "input", "crop", "output"),
+    "input": ("name", "width", "height", "layout", "color", "mean", "std"),
+    "crop": ("method",),
+    "output": ("name", "dim"),
+}
+
+
+def _finite_numbers(values: Any, count: int) -> bool:
+    return (
+        isinstance(values, list)
+        and len(values) == count
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    )
+
+
 def validate(manifest: Manifest, where: str = "manifest") -> None:
     """Check field types and ranges, raising :class:`ModelError` naming the field."""
     spec = manifest.input
@@ -270,8 +296,14 @@ def validate(manifest: Manifest, where: str = "manifest") -> None:
     def fail(message: str) -> None:
         raise ModelError(f"{where}: {message}")
 
+    if not isinstance(manifest.name, str) or not manifest.name:
+        fail("name must be a non-empty string")
+    if not isinstance(manifest.model_file, str) or not manifest.model_file.endswith(".onnx"):
+        fail("model_file must be the name of an .onnx file")
     if not isinstance(manifest.sha256, str) or len(manifest.sha256) != 64:
         fail("sha256 must be 64 hex digits")
+    if not isinstance(spec.name, str) or not isinstance(manifest.output.name, str):
+        fail("input.name and output.name must be strings")
     if not (isinstance(spec.width, int) and isinstance(spec.height, int)):
         fail("input.width and input.height must be integers")
     if not (16 <= spec.width <= 1024 and 16 <= spec.height <= 1024):
@@ -280,21 +312,21 @@ def validate(manifest: Manifest, where: str = "manifest") -> None:
         fail(f"input.layout must be NCHW or NHWC, not {spec.layout!r}")
     if spec.color not in ("RGB", "BGR"):
         fail(f"input.color must be RGB or BGR, not {spec.color!r}")
-    if len(spec.mean) != 3 or len(spec.std) != 3:
-        fail("input.mean and input.std must have three values")
-    if any(not isinstance(s, (int, float)) or s <= 0 for s in spec.std):
-        fail("input.std values must be positive numbers")
+    if not _finite_numbers(spec.mean, 3) or not _finite_numbers(spec.std, 3):
+        fail("input.mean and input.std must each be a list of three finite numbers")
+    if any(s <= 0 for s in spec.std):
+        fail("input.std values must be positive")
     if crop.method not in ("align", "box"):
         fail(f"crop.method must be 'align' or 'box', not {crop.method!r}")
     if crop.method == "align":
         points = crop.points
-        if not isinstance(points, list) or len(points) != 5 or any(len(p) != 2 for p in points):
-            fail("crop.points must be five [x, y] pairs for crop.method 'align'")
-    if crop.method == "box" and not (0.5 <= crop.box_scale <= 4.0):
-        fail(f"crop.box_scale {crop.box_scale} out of range 0.5..4.0")
+        if not isinstance(points, list) or len(points) != 5 or not all(_finite_numbers(p, 2) for p in points):
+            fail("crop.points must be five [x, y] pairs of finite numbers for crop.method 'align'")
+    if not _finite_numbers([crop.box_scale], 1) or not (0.5 <= crop.box_scale <= 4.0):
+        fail(f"crop.box_scale {crop.box_scale!r} must be a number in 0.5..4.0")
     if crop.interpolation not in ("bilinear", "bicubic", "area"):
         fail(f"crop.interpolation must be bilinear, bicubic or area, not {crop.interpolation!r}")
-    if not isinstance(manifest.output.dim, int) or manifest.output.dim < 1:
+    if not isinstance(manifest.output.dim, int) or isinstance(manifest.output.dim, bool) or manifest.output.dim < 1:
         fail("output.dim must be a positive integer")
     if not isinstance(manifest.trained, bool):
         fail("trained must be true or false")

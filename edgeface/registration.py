@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelError
-from .manifest import Manifest, OutputSpec, manifest_path_for, preset, save_manifest, sha256_file
+from .embedding import Embedder
+from .manifest import Manifest, OutputSpec, manifest_path_for, preset, save_manifest, sha256_file, validate
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ def register_model(
     import onnxruntime
 
     model_path = Path(model_path)
+    if model_path.suffix != ".onnx":
+        raise ModelError(f"{model_path} is not an .onnx file: register the ONNX model, and its manifest is written beside it")
     if not model_path.is_file():
         raise ModelError(f"model file not found: {model_path}")
     input_spec, crop = preset(preset_name)
@@ -86,9 +89,30 @@ def register_model(
         trained=trained,
         source={"registered_with_preset": preset_name},
     )
+    validate(manifest, where=f"model {model_path}")
+    _check_embeddings_vary(manifest, model_path)
     save_manifest(manifest, manifest_path_for(model_path))
     log.info("registered %s: dim %d", model_path, manifest.output.dim)
     return manifest
+
+
+def _check_embeddings_vary(manifest: Manifest, model_path: Path) -> None:
+    """Raise :class:`ModelError` unless two different faces give two different unit vectors.
+
+    Catches normalisation that erases the input (a huge ``std``, for
+    example), which would make every face match every other.
+    """
+    manifest.path = model_path.with_suffix(".json").resolve()
+    embedder = Embedder(manifest, allow_untrained=True)
+    rng = np.random.default_rng(0)
+    spec = manifest.input
+    faces = rng.integers(0, 256, size=(2, spec.height, spec.width, 3), dtype=np.uint8)
+    vectors = embedder.embed_crops(faces)
+    if np.linalg.norm(vectors[0] - vectors[1]) < 1e-4:
+        raise ModelError(
+            f"{model_path}: two different images give the same embedding with mean {spec.mean} and "
+            f"std {spec.std}: check --mean and --std (in 0..255 pixel units)"
+        )
 
 
 def _layout_of(shape: list, width: int, height: int, model_path: Path, preset_name: str) -> str:

@@ -53,6 +53,10 @@ def test_integer_accepted_for_float(tmp_path):
         ("matching:\n  threshold: high\n", "matching.threshold"),
         ("matching:\n  k1: 2.5\n", "matching.k1"),
         ("matching:\n  k1: true\n", "matching.k1"),
+        ("matching:\n  threshold: .nan\n", "matching.threshold"),
+        ("matching:\n  threshold: -1\n", "matching.threshold"),
+        ("matching:\n  margin: 2\n", "matching.margin"),
+        ("detector:\n  dlib_score_threshold: .inf\n", "detector.dlib_score_threshold"),
         ("matching:\n  k1: 0\n", "matching.k1"),
         ("matching:\n  k1: 5\n  k2: 5\n", "matching.k2"),
         ("detector:\n  backend: mtcnn\n", "detector.backend"),
@@ -71,6 +75,13 @@ def test_invalid_values_name_the_key(tmp_path, text, key):
 def test_invalid_yaml_names_the_file(tmp_path):
     path = write(tmp_path, "matching: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_non_utf8_file_rejected(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"matching:\n  k1: 2 # caf\xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(path)
 
 

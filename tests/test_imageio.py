@@ -8,7 +8,10 @@ beside the repository, and those two tests skip when it is absent.
 from __future__ import annotations
 
 import io
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -20,7 +23,8 @@ from edgeface import imageio
 from edgeface.errors import ImageError
 from edgeface.imageio import BACKGROUND_RGB, is_image_file, load_image, to_rgb_array
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
 
 WHITE = (255, 255, 255)
 
@@ -527,6 +531,74 @@ def test_permission_denied_rejected(tmp_path, monkeypatch):
     monkeypatch.setattr(imageio, "open", deny, raising=False)
 
     assert_error(path, "permission denied")
+
+
+# Prints the ImageError message of load_image(argv[1]), or "loaded".
+LOAD_IN_CHILD = """
+import sys
+from edgeface.errors import ImageError
+from edgeface.imageio import load_image
+try:
+    load_image(sys.argv[1])
+    print("loaded")
+except ImageError as error:
+    print(error)
+"""
+
+
+def load_in_subprocess(path: Path) -> str:
+    """Return what load_image(path) prints in a child process, failing the test if it blocks."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", LOAD_IN_CHILD, str(path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"load_image({str(path)!r}) was still blocked after 30 s")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="os.mkfifo is not available")
+def test_fifo_rejected_without_blocking(tmp_path):
+    path = tmp_path / "camera.jpg"
+    os.mkfifo(path)
+
+    message = load_in_subprocess(path)
+
+    assert "camera.jpg" in message
+    assert "named pipe (FIFO), not a regular file" in message
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="os.mkfifo is not available")
+def test_symlink_to_fifo_rejected(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "photo.jpg"
+    link.symlink_to(fifo)
+
+    message = load_in_subprocess(link)
+
+    assert "photo.jpg" in message
+    assert "not a regular file" in message
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="/dev/zero is not present")
+def test_character_device_rejected():
+    message = assert_error(Path("/dev/zero"), "character device, not a regular file")
+
+    assert "empty" not in message
+
+
+def test_symlink_to_image_loads(tmp_path):
+    target = save(Image.new("RGB", (3, 2), (1, 2, 3)), tmp_path / "real.png")
+    link = tmp_path / "link.png"
+    link.symlink_to(target)
+
+    assert pixel(load_image(link), 1, 2) == (1, 2, 3)
 
 
 # Paths, formats and frames

@@ -177,3 +177,60 @@ def test_yunet_and_dlib_landmarks_agree():
     eye_distance = np.linalg.norm(yunet.landmarks[1] - yunet.landmarks[0])
     error = np.linalg.norm(yunet.landmarks - dlib_face.landmarks, axis=1) / eye_distance
     assert error.max() < 0.25, error
+
+
+@pytest.mark.parametrize("option", ["--std=inf,inf,inf", "--mean=nan,nan,nan", "--std=1e30,1e30,1e30"])
+def test_register_rejects_normalisation_erasing_input(tmp_path, capsys, option):
+    model = tmp_path / "MobileFaceNet.onnx"
+    shutil.copy(require(MOBILEFACENET), model)
+    assert main(["model", "register", str(model), "--preset", "arcface112", option]) == 2
+    assert "std" in capsys.readouterr().err
+    assert not manifest_path_for(model).exists()
+
+
+def test_register_rejects_json_path(tmp_path, capsys):
+    model = tmp_path / "model.json"
+    shutil.copy(require(MOBILEFACENET), model)
+    before = model.read_bytes()
+    assert main(["model", "register", str(model), "--preset", "arcface112"]) == 2
+    assert "not an .onnx file" in capsys.readouterr().err
+    assert model.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["input"].pop("mean"), "missing field 'input.mean'"),
+        (lambda d: d.pop("trained"), "missing field 'trained'"),
+        (lambda d: d["input"].update(mean=5), "input.mean"),
+        (lambda d: d["crop"].update(box_scale="big"), "crop.box_scale"),
+        (lambda d: d["crop"].update(points=[["a", 1]] * 5), "crop.points"),
+        (lambda d: d.update(model_file=None), "model_file"),
+    ],
+)
+def test_manifest_type_errors_name_the_field(mobilefacenet, change, message):
+    from edgeface.manifest import manifest_from_dict
+
+    data = json.loads(manifest_path_for(mobilefacenet).read_text())
+    change(data)
+    with pytest.raises(ModelError, match=message):
+        manifest_from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["output"].update(dim=64), "returns 128 values"),
+        (lambda d: d["output"].update(name="logits"), "names output 'logits'"),
+        (lambda d: d["input"].update(width=96, height=96), "does not take the input"),
+        (lambda d: d["input"].update(layout="NHWC"), "does not take the input"),
+    ],
+)
+def test_manifest_not_matching_model_rejected(tmp_path, mobilefacenet, change, message):
+    data = json.loads(manifest_path_for(mobilefacenet).read_text())
+    change(data)
+    copy = tmp_path / "MobileFaceNet.onnx"
+    shutil.copy(mobilefacenet, copy)
+    manifest_path_for(copy).write_text(json.dumps(data))
+    with pytest.raises(ModelError, match=message):
+        Embedder(copy)
