@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -75,29 +76,30 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
     (``PIL.Image.MAX_IMAGE_PIXELS``, 89,478,485 pixels by default in Pillow 13)
     is enforced as well, so a larger ``max_pixels`` does not lift it.
 
-    Raises ImageError when the file is missing, a directory, unreadable, empty,
-    not an image, larger than ``max_pixels``, truncated or corrupt. Truncated
-    files load without an error only if some other code has set
-    ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``.
+    Raises ImageError when the file is missing, a directory or another file
+    that is not a regular file (a FIFO, device or socket, checked before it is
+    opened), unreadable, empty, not an image, larger than ``max_pixels``,
+    truncated or corrupt. Truncated files load without an error only if some
+    other code has set ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``.
     """
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
     path = Path(path)
 
+    # The type is checked before open() because opening a FIFO blocks until a
+    # writer appears, and a device such as /dev/zero reports a size of 0.
+    # os.stat follows symlinks, so a link to an image file passes.
+    try:
+        file_mode = os.stat(path).st_mode
+    except OSError as error:
+        raise _open_error(path, error) from error
+    if not stat.S_ISREG(file_mode):
+        raise _not_regular_file_error(path, file_mode)
+
     try:
         file = open(path, "rb")
-    except FileNotFoundError:
-        raise _image_error(path, "file not found", "Check the path") from None
-    except IsADirectoryError:
-        raise _image_error(
-            path, "the path is a directory, not a file", "Pass the path of an image file"
-        ) from None
-    except PermissionError:
-        raise _image_error(
-            path, "permission denied", "Make the file readable by the user that runs edgeface"
-        ) from None
     except OSError as error:
-        raise _image_error(path, f"the file cannot be opened ({error.strerror})") from error
+        raise _open_error(path, error) from error
 
     with file:
         if os.fstat(file.fileno()).st_size == 0:
@@ -269,6 +271,42 @@ def _composite(colour: np.ndarray, alpha: np.ndarray, premultiplied: bool) -> np
     else:
         blended = (colour * alpha + background_part + 127) // 255
     return blended.astype(np.uint8)
+
+
+def _open_error(path: Path, error: OSError) -> ImageError:
+    if isinstance(error, FileNotFoundError):
+        return _image_error(path, "file not found", "Check the path")
+    if isinstance(error, IsADirectoryError):
+        return _directory_error(path)
+    if isinstance(error, PermissionError):
+        return _image_error(
+            path, "permission denied", "Make the file readable by the user that runs edgeface"
+        )
+    return _image_error(path, f"the file cannot be opened ({error.strerror})")
+
+
+def _not_regular_file_error(path: Path, file_mode: int) -> ImageError:
+    if stat.S_ISDIR(file_mode):
+        return _directory_error(path)
+    if stat.S_ISFIFO(file_mode):
+        kind = "a named pipe (FIFO)"
+    elif stat.S_ISCHR(file_mode):
+        kind = "a character device"
+    elif stat.S_ISBLK(file_mode):
+        kind = "a block device"
+    elif stat.S_ISSOCK(file_mode):
+        kind = "a socket"
+    else:
+        kind = "a special file"
+    return _image_error(
+        path, f"the path is {kind}, not a regular file", "Pass the path of an image file"
+    )
+
+
+def _directory_error(path: Path) -> ImageError:
+    return _image_error(
+        path, "the path is a directory, not a file", "Pass the path of an image file"
+    )
 
 
 def _image_error(path: Path, reason: str, action: str = "") -> ImageError:
