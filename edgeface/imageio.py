@@ -187,7 +187,8 @@ def _decode_first_frame(file: BinaryIO, path: Path, max_pixels: int) -> Image.Im
                     path,
                     f"the image is {width}x{height} = {width * height} pixels, over the limit "
                     f"of {max_pixels} pixels that guards against decompression bombs",
-                    "Downscale the image, or pass a larger max_pixels",
+                    f"Resize the image to at most {_format_pixel_limit(max_pixels)} "
+                    f"(library callers: pass a larger max_pixels to load_image)",
                 )
 
             image.load()
@@ -271,6 +272,19 @@ def _composite(colour: np.ndarray, alpha: np.ndarray, premultiplied: bool) -> np
     else:
         blended = (colour * alpha + background_part + 127) // 255
     return blended.astype(np.uint8)
+
+
+def _format_pixel_limit(pixels: int) -> str:
+    """Format a pixel limit for a message, in megapixels from one million up.
+
+    Megapixels are rounded down to one decimal, so an image of the printed size passes.
+    """
+    if pixels < 1_000_000:
+        return f"{pixels} pixels"
+    tenths = pixels // 100_000
+    if tenths % 10 == 0:
+        return f"{tenths // 10} megapixels"
+    return f"{tenths // 10}.{tenths % 10} megapixels"
 
 
 def _open_error(path: Path, error: OSError) -> ImageError:

@@ -444,6 +444,28 @@ def test_huge_header_rejected_without_pillow_limit(tmp_path, monkeypatch):
     assert "20000x20000" in message
 
 
+def test_max_pixels_message_says_how_to_resize(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header_only(20_000, 20_000))
+
+    message = assert_error(path, "Resize the image to at most 50 megapixels")
+
+    assert "pass a larger max_pixels to load_image" in message
+
+
+def test_max_pixels_message_rounds_megapixels_down(tmp_path):
+    path = save(Image.new("RGB", (2_000, 1_000)), tmp_path / "two-megapixels.png")
+
+    assert_error(path, "at most 1.2 megapixels", max_pixels=1_299_999)
+
+
+def test_max_pixels_message_small_limit_in_pixels(tmp_path):
+    path = save(Image.new("RGB", (10, 10)), tmp_path / "ten-by-ten.png")
+
+    assert_error(path, "Resize the image to at most 99 pixels", max_pixels=99)
+
+
 def test_pillow_bomb_warning_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 60)
     path = save(Image.new("RGB", (10, 10)), tmp_path / "warned.png")
