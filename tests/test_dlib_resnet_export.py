@@ -30,6 +30,7 @@ from export.common import cosine_stats
 from export.dlib_resnet import (
     FP32_NAME,
     INT8_NAME,
+    DlibReader,
     default_weights,
     dlib_descriptors,
     export,
@@ -196,6 +197,64 @@ def test_truncated_weights_raise_model_error(tmp_path):
 
     with pytest.raises(ModelError, match="invalid dlib model file"):
         load_dlib_resnet(truncated)
+
+
+def damaged_weights(folder, value: float):
+    """Write dlib's weights with the first weight of the bottom convolution set to ``value``."""
+    data = bytearray(default_weights().read_bytes())
+    net = load_dlib_resnet(default_weights())
+    first_weights = net.nodes[-2].values["weight"].astype("<f4").tobytes()[:64]
+    offset = data.find(first_weights)
+    assert offset > 0
+    assert data.rfind(first_weights) == offset, "the weights' first bytes are not unique"
+    data[offset : offset + 4] = np.array([value], dtype="<f4").tobytes()
+
+    path = folder / "damaged.dat"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights_raise_model_error(tmp_path, value):
+    weights = damaged_weights(tmp_path, value)
+
+    with pytest.raises(ModelError) as caught:
+        load_dlib_resnet(weights)
+
+    message = str(caught.value)
+    assert "layer 1 from the input (con_4)" in message
+    assert "NaN or infinite" in message
+    assert "damaged" in message
+
+
+def test_nan_channel_mean_raises_model_error(tmp_path):
+    data = default_weights().read_bytes()
+    reader = DlibReader(data, "weights")
+    reader.offset = data.index(b"input_rgb_image_sized") + len("input_rgb_image_sized")
+    reader.read_int()  # the first channel mean's mantissa
+    exponent_start = reader.offset
+    reader.read_int()
+    # dlib's float_details stores NaN as exponent 32002: two little-endian bytes.
+    nan_exponent = bytes([0x02]) + (32002).to_bytes(2, "little")
+    weights = tmp_path / "nan-mean.dat"
+    weights.write_bytes(data[:exponent_start] + nan_exponent + data[reader.offset :])
+
+    with pytest.raises(ModelError) as caught:
+        load_dlib_resnet(weights)
+
+    message = str(caught.value)
+    assert "channel means" in message
+    assert "damaged" in message
+
+
+def test_nan_weights_write_nothing(tmp_path):
+    weights = damaged_weights(tmp_path, np.nan)
+    out = tmp_path / "models"
+
+    with pytest.raises(ModelError, match="damaged"):
+        export(weights, out, faces_dir=None, max_faces=1, skip_parity=True)
+
+    assert not out.exists()
 
 
 def test_wrong_dlib_model_raises_model_error():
