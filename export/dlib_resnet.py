@@ -677,12 +677,18 @@ def export(weights: Path, out_dir: Path, faces_dir: Path | None, max_faces: int,
             f"install them with pip install onnx onnxruntime"
         ) from error
 
+    _check_out_dir(out_dir)
     net = load_dlib_resnet(weights)
     _check_channel_means(net)
     model = build_onnx(net)
     onnx.checker.check_model(model)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ModelError(
+            f"cannot create output folder {out_dir}: {error.strerror}. Choose a folder for --out that you can write to"
+        ) from error
     fp32_path = out_dir / FP32_NAME
     int8_path = out_dir / INT8_NAME
     _write_atomically(fp32_path, model.SerializeToString())
@@ -712,6 +718,21 @@ def export(weights: Path, out_dir: Path, faces_dir: Path | None, max_faces: int,
         source["parity"] = parity
         _write_manifests(fp32_path, int8_path, source)
     return ExportResult(fp32_path, int8_path, parity)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Raise ModelError unless ``out_dir`` is a folder or can be created as one."""
+    # The nearest existing path decides, so "--out FILE" and "--out FILE/sub"
+    # both fail here. Other problems, such as a folder without write
+    # permission, are left to mkdir, whose error export() reports.
+    existing = next((path for path in (out_dir, *out_dir.parents) if os.path.exists(path)), None)
+    if existing is None or existing.is_dir():
+        return
+    if existing == out_dir:
+        raise ModelError(f"output folder {out_dir} exists and is not a folder. Choose a folder for --out")
+    raise ModelError(
+        f"output folder {out_dir} cannot be created because {existing} is not a folder. Choose a folder for --out"
+    )
 
 
 def _check_channel_means(net: DlibResnet) -> None:

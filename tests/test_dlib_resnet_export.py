@@ -26,6 +26,7 @@ from edgeface.manifest import (
     preset,
     sha256_file,
 )
+from export.__main__ import main
 from export.common import cosine_stats
 from export.dlib_resnet import (
     FP32_NAME,
@@ -255,6 +256,44 @@ def test_nan_weights_write_nothing(tmp_path):
         export(weights, out, faces_dir=None, max_faces=1, skip_parity=True)
 
     assert not out.exists()
+
+
+def test_out_existing_file_raises_model_error(tmp_path):
+    out = tmp_path / "models"
+    out.write_text("not a folder")
+
+    with pytest.raises(ModelError) as caught:
+        export(default_weights(), out, faces_dir=None, max_faces=1, skip_parity=True)
+
+    message = str(caught.value)
+    assert str(out) in message
+    assert "Choose a folder" in message
+    assert out.read_text() == "not a folder"
+
+
+def test_out_under_file_raises_model_error(tmp_path):
+    parent = tmp_path / "models"
+    parent.write_text("not a folder")
+
+    with pytest.raises(ModelError) as caught:
+        export(default_weights(), parent / "dlib", faces_dir=None, max_faces=1, skip_parity=True)
+
+    message = str(caught.value)
+    assert f"{parent} is not a folder" in message
+    assert "Choose a folder" in message
+
+
+def test_cli_out_file_exits_2(tmp_path, capsys):
+    out = tmp_path / "models"
+    out.write_text("not a folder")
+
+    status = main(["dlib-resnet", "--out", str(out / "sub"), "--skip-parity"])
+
+    error = capsys.readouterr().err
+    assert status == 2
+    assert error.startswith("error: ")
+    assert str(out) in error
+    assert "Traceback" not in error
 
 
 def test_wrong_dlib_model_raises_model_error():
