@@ -208,6 +208,8 @@ class Gallery:
                 f"gallery {path} is corrupt ({type(error).__name__}): enrol again to rebuild it"
             ) from error
 
+        if not isinstance(meta, dict):
+            raise GalleryError(f"gallery {path} has invalid metadata (not a JSON object): enrol again to rebuild it")
         if meta.get("format") != FORMAT_VERSION:
             raise GalleryError(f"gallery {path} has format {meta.get('format')!r}, expected {FORMAT_VERSION}")
         try:

@@ -10,7 +10,7 @@ from conftest import KNN, require
 from edgeface.config import load_config
 from edgeface.detection import Face
 from edgeface.enrolment import choose_face, sync_gallery
-from edgeface.errors import EdgefaceError
+from edgeface.errors import EdgefaceError, GalleryError
 from edgeface.gallery import GALLERY_FILE, Gallery
 from edgeface.pipeline import Pipeline
 
@@ -164,3 +164,69 @@ def test_corrupt_gallery_rebuilt_from_photos(tmp_path, people, pipeline):
     reports = by_person(sync_gallery(people, tmp_path / "g", pipeline, 2.0))
     assert reports["obama"].action == "added"
     assert len(Gallery.load(tmp_path / "g")) == 9
+
+
+def test_nested_folders_not_enrolled_as_one_person(tmp_path, people, pipeline):
+    sync_gallery(people, tmp_path / "g", pipeline, 2.0)
+    before = (tmp_path / "g" / GALLERY_FILE).read_bytes()
+
+    # The stick's root one level too high: every photo sits in a sub-folder.
+    wrapped = tmp_path / "wrapped"
+    shutil.copytree(people, wrapped / "all")
+    from edgeface.enrolment import NothingEnrolledError
+
+    with pytest.raises(NothingEnrolledError, match="left unchanged") as caught:
+        sync_gallery(wrapped, tmp_path / "g", pipeline, 2.0)
+    assert (tmp_path / "g" / GALLERY_FILE).read_bytes() == before
+    report = by_person(caught.value.reports)["all"]
+    assert report.action == "not enrolled"
+    assert ("obama/", "sub-folder ignored: put this person's photos directly in their folder") in report.skipped
+
+
+def test_stick_with_only_empty_folder_keeps_gallery(tmp_path, people, pipeline):
+    sync_gallery(people, tmp_path / "g", pipeline, 2.0)
+    before = (tmp_path / "g" / GALLERY_FILE).read_bytes()
+    stick = tmp_path / "stick"
+    (stick / "lost+found").mkdir(parents=True)
+    (stick / "new-person").mkdir()
+    from edgeface.enrolment import NothingEnrolledError
+
+    with pytest.raises(NothingEnrolledError):
+        sync_gallery(stick, tmp_path / "g", pipeline, 2.0)
+    assert (tmp_path / "g" / GALLERY_FILE).read_bytes() == before
+
+
+def test_hidden_files_and_folders_ignored(tmp_path, people, pipeline):
+    (people / "obama" / ".thumbs").mkdir()
+    shutil.copy(KNN / "train" / "biden" / "biden.jpg", people / "obama" / ".thumbs" / "t.jpg")
+    shutil.copy(KNN / "train" / "biden" / "biden.jpg", people / "obama" / "._obama.jpg")
+    reports = by_person(sync_gallery(people, tmp_path / "g", pipeline, 2.0))
+    assert reports["obama"].skipped == []
+    assert set(Gallery.load(tmp_path / "g").photos["obama"]) == {"obama.jpg", "obama2.jpg"}
+
+
+def test_photo_of_someone_else_gets_warning(tmp_path, people, pipeline):
+    shutil.copy(KNN / "train" / "biden" / "biden.jpg", people / "obama" / "mixup.jpg")
+    reports = by_person(sync_gallery(people, tmp_path / "g", pipeline, 2.0, threshold=1.05))
+    warned = dict(reports["obama"].warnings)
+    assert set(warned) == {"mixup.jpg"}
+    assert "check that it shows the same person" in warned["mixup.jpg"]
+    assert reports["biden"].warnings == []
+
+
+def test_person_losing_all_photos_reported_removed(tmp_path, people, pipeline):
+    sync_gallery(people, tmp_path / "g", pipeline, 2.0)
+    for photo in (people / "obama").iterdir():
+        photo.unlink()
+    (people / "obama" / "broken.jpg").write_bytes(b"\xff\xd8\xff")
+    reports = by_person(sync_gallery(people, tmp_path / "g", pipeline, 2.0))
+    assert reports["obama"].action == "removed"
+    assert "obama" not in Gallery.load(tmp_path / "g").people
+
+
+def test_gallery_path_that_is_a_file_rejected(tmp_path, people, pipeline):
+    target = tmp_path / "gallery.npz"
+    target.write_bytes(b"keep me")
+    with pytest.raises(GalleryError, match="cannot write a gallery"):
+        sync_gallery(people, target, pipeline, 2.0)
+    assert target.read_bytes() == b"keep me"

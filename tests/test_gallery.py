@@ -161,3 +161,41 @@ def test_killed_save_leaves_a_whole_gallery(tmp_path):
         np.testing.assert_array_equal(gallery.vectors, expected)
         generations.add(gallery.model_name)
     assert generations, "no save completed in any attempt"
+
+
+def test_empty_gallery_file_rejected(tmp_path):
+    (tmp_path / GALLERY_FILE).write_bytes(b"")
+    with pytest.raises(GalleryError, match="corrupt"):
+        Gallery.load(tmp_path)
+
+
+def test_gallery_folder_that_is_a_file_rejected(tmp_path):
+    target = tmp_path / "g"
+    target.write_text("x")
+    with pytest.raises(GalleryError, match="is a file"):
+        Gallery.load(target)
+
+
+def test_hand_made_metadata_rejected(tmp_path):
+    import json
+
+    make_gallery().save(tmp_path)
+    with np.load(tmp_path / GALLERY_FILE) as data:
+        index = data["index"]
+        meta = json.loads(data["meta"].tobytes())
+    for broken in ({**meta, "photos": []}, [1, 2], {**meta, "labels": meta["labels"][:1]}):
+        with open(tmp_path / GALLERY_FILE, "wb") as handle:
+            np.savez(handle, meta=np.frombuffer(json.dumps(broken).encode(), dtype=np.uint8), index=index)
+        with pytest.raises(GalleryError):
+            Gallery.load(tmp_path)
+
+
+def test_failed_save_keeps_previous_gallery(tmp_path):
+    make_gallery().save(tmp_path)
+    before = (tmp_path / GALLERY_FILE).read_bytes()
+    # A folder where the temporary file should go makes the write fail.
+    (tmp_path / (GALLERY_FILE + ".tmp")).mkdir()
+    other = Gallery(model_name="other", fingerprint="f", dim=4)
+    with pytest.raises(GalleryError, match="previous gallery is unchanged"):
+        other.save(tmp_path)
+    assert (tmp_path / GALLERY_FILE).read_bytes() == before

@@ -234,3 +234,37 @@ def test_manifest_not_matching_model_rejected(tmp_path, mobilefacenet, change, m
     manifest_path_for(copy).write_text(json.dumps(data))
     with pytest.raises(ModelError, match=message):
         Embedder(copy)
+
+
+@pytest.mark.parametrize("backend", ["yunet", "dlib"])
+def test_large_frame_scaled_for_detection(backend, yunet_model):
+    if backend == "dlib":
+        pytest.importorskip("dlib", reason="the dlib detector needs dlib (pip install 'edgeface[dlib]')")
+    import cv2
+
+    from edgeface.detection import make_detector
+    from edgeface.config import load_config
+
+    settings = load_config(None, {"detector.backend": backend, "detector.yunet_model": str(yunet_model)})["detector"]
+    detector = make_detector(settings)
+    image = load_image(require(KNN / "train" / "obama" / "obama.jpg"))
+    large = cv2.resize(image, None, fx=3.0, fy=3.0, interpolation=cv2.INTER_CUBIC)
+    assert max(large.shape) > settings["max_side"]
+
+    small_face = detector.detect(image)[0]
+    large_face = detector.detect(large)[0]
+    # Box sizes move with the detector's pyramid levels; centres and landmarks must not.
+    def centre(face):
+        x, y, w, h = face.box
+        return np.array([x + w / 2, y + h / 2])
+
+    np.testing.assert_allclose(centre(large_face), 3.0 * centre(small_face), atol=0.1 * large_face.box[2])
+    np.testing.assert_allclose(large_face.landmarks, 3.0 * small_face.landmarks, atol=0.05 * large_face.box[2])
+
+
+def test_wrong_yunet_model_raises_detector_error(mobilefacenet):
+    from edgeface.errors import DetectorError
+
+    detector = YuNetDetector(mobilefacenet)
+    with pytest.raises(DetectorError, match="YuNet face detector"):
+        detector.detect(load_image(require(KNN / "train" / "obama" / "obama.jpg")))

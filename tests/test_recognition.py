@@ -159,3 +159,21 @@ def test_gallery_of_other_model_rejected(tmp_path, capsys, yunet_options, mobile
     assert code == 2
     assert "built with model" in err
     assert "enrol again" in err
+
+
+def test_non_utf8_file_name_printed_escaped(tmp_path, capsys, yunet_options):
+    import os
+    import subprocess
+    import sys
+
+    run_cli(capsys, "enroll", require(KNN / "train"), "--gallery", tmp_path / "g", *yunet_options)
+    odd = os.fsdecode(bytes(tmp_path) + b"/ob\xffama.jpg")
+    shutil.copy(KNN / "test" / "obama1.jpg", odd)
+
+    command = [sys.executable, "-m", "edgeface", "identify", odd, "--gallery", str(tmp_path / "g"), "--json"]
+    command += [str(option) for option in yunet_options] + ["--threshold", MOBILEFACENET_THRESHOLD]
+    result = subprocess.run(command, capture_output=True, env={**os.environ, "PYTHONIOENCODING": "utf-8"}, timeout=120)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    record = json.loads(result.stdout.decode("utf-8"))
+    assert record["person"] == "obama"
+    assert record["image"] == odd
