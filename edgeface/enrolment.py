@@ -116,6 +116,8 @@ def sync_gallery(
         gallery.replace_person(folder.name, photos)
         reports.append(report)
 
+    _warn_shared_photos(gallery, reports)
+
     names = {folder.name for folder in folders}
     if previous is not None:
         for person in previous.people:
@@ -131,6 +133,22 @@ def sync_gallery(
         )
     gallery.save(gallery_dir)
     return reports
+
+
+def _warn_shared_photos(gallery: Gallery, reports: list[PersonReport]) -> None:
+    """Warn when one photo file (same content) is enrolled under two or more people."""
+    owners: dict[str, list[tuple[str, str]]] = {}
+    for person, records in gallery.photos.items():
+        for name, photo in records.items():
+            owners.setdefault(photo.sha256, []).append((person, name))
+    by_person = {report.person: report for report in reports}
+    for shared in owners.values():
+        people = sorted({person for person, _ in shared})
+        if len(people) < 2:
+            continue
+        for person, name in shared:
+            others = ", ".join(p for p in people if p != person)
+            by_person[person].warnings.append((name, f"the same photo is also enrolled for {others}"))
 
 
 def _outlier_photos(photos: dict[str, tuple[str, np.ndarray]], threshold: float) -> list[tuple[str, str]]:
