@@ -20,6 +20,7 @@ import importlib.util
 import logging
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 
 from edgeface.detection import face_recognition_model_path
 from edgeface.errors import DetectorError, ModelError
-from edgeface.manifest import OutputSpec, preset, sha256_file
+from edgeface.manifest import OutputSpec, manifest_path_for, preset, sha256_file
 
 from .common import cosine_stats, write_manifest
 
@@ -38,6 +39,9 @@ WEIGHTS_NAME = "dlib_face_recognition_resnet_model_v1.dat"
 SHAPE_PREDICTOR_NAME = "shape_predictor_5_face_landmarks.dat"
 FP32_NAME = "dlib_resnet_v1.onnx"
 INT8_NAME = "dlib_resnet_v1.int8.onnx"
+# The exported files in the order they are moved into place, each manifest
+# before its model.
+OUTPUT_NAMES = (manifest_path_for(FP32_NAME).name, FP32_NAME, manifest_path_for(INT8_NAME).name, INT8_NAME)
 INPUT_NAME = "input"
 OUTPUT_NAME = "embedding"
 CHIP_SIZE = 150
@@ -626,12 +630,6 @@ def default_weights() -> Path:
         raise ModelError(f"{error}, or pass --weights PATH") from error
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
 def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
     """Write a dynamically quantised copy: int8 per-channel weights, uint8 activations.
 
@@ -667,7 +665,13 @@ class ExportResult:
 
 
 def export(weights: Path, out_dir: Path, faces_dir: Path | None, max_faces: int, skip_parity: bool) -> ExportResult:
-    """Convert ``weights`` into ``out_dir`` and, when possible, measure parity with dlib."""
+    """Convert ``weights`` into ``out_dir`` and, when possible, measure parity with dlib.
+
+    Both models and their manifests are built in a staging folder inside
+    ``out_dir`` and moved into place only after every step has succeeded. When
+    a step fails, the staging folder and any folders that this call created
+    are removed, so ``out_dir`` is left as it was.
+    """
     try:
         import onnx
         import onnxruntime.quantization  # noqa: F401 (checked here, used by quantize_int8)
@@ -683,17 +687,30 @@ def export(weights: Path, out_dir: Path, faces_dir: Path | None, max_faces: int,
     model = build_onnx(net)
     onnx.checker.check_model(model)
 
+    created = _create_folder(out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ModelError(
-            f"cannot create output folder {out_dir}: {error.strerror}. Choose a folder for --out that you can write to"
-        ) from error
+        with tempfile.TemporaryDirectory(prefix=".export-dlib-resnet-", dir=out_dir, ignore_cleanup_errors=True) as name:
+            staging = Path(name)
+            parity = _write_staged(model, weights, staging, faces_dir, max_faces, skip_parity)
+            _move_into_place(staging, out_dir)
+    except BaseException:
+        _remove_empty_folders(created)
+        raise
+
     fp32_path = out_dir / FP32_NAME
     int8_path = out_dir / INT8_NAME
-    _write_atomically(fp32_path, model.SerializeToString())
-    quantize_int8(fp32_path, int8_path)
     log.info("wrote %s and %s", fp32_path, int8_path)
+    return ExportResult(fp32_path, int8_path, parity)
+
+
+def _write_staged(
+    model: Any, weights: Path, staging: Path, faces_dir: Path | None, max_faces: int, skip_parity: bool
+) -> dict[str, Any] | None:
+    """Write both models and their manifests into ``staging`` and return the parity figures, if measured."""
+    fp32_path = staging / FP32_NAME
+    int8_path = staging / INT8_NAME
+    fp32_path.write_bytes(model.SerializeToString())
+    quantize_int8(fp32_path, int8_path)
 
     source = {
         "exporter": "export.dlib_resnet",
@@ -706,6 +723,8 @@ def export(weights: Path, out_dir: Path, faces_dir: Path | None, max_faces: int,
         # jittered descriptors, 99.13 % without jitter, as edgeface runs it.
         "lfw_accuracy_reported_by_dlib": {"jittered": 0.9938, "no_jitter": 0.9913},
     }
+    # The parity check loads the models through their manifests, so these
+    # are written first and rewritten with the figures.
     _write_manifests(fp32_path, int8_path, source)
 
     parity = None
@@ -717,22 +736,88 @@ def export(weights: Path, out_dir: Path, faces_dir: Path | None, max_faces: int,
         print_parity(parity)
         source["parity"] = parity
         _write_manifests(fp32_path, int8_path, source)
-    return ExportResult(fp32_path, int8_path, parity)
+    return parity
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Move the staged files into ``out_dir`` in the order of OUTPUT_NAMES.
+
+    A manifest names its model relative to its own folder, so it stays valid
+    after the move.
+
+    NOTE: a crash between the renames of a manifest and its model leaves the
+    new manifest beside the previous model, which load_manifest rejects with a
+    sha256 mismatch until the export is run again. The hidden staging folder
+    is then left in ``out_dir`` as well.
+    """
+    # The data reaches the disk before any rename, so a power cut after a
+    # rename cannot leave a file that is empty or partly written.
+    for name in OUTPUT_NAMES:
+        _fsync(staging / name)
+    for name in OUTPUT_NAMES:
+        os.replace(staging / name, out_dir / name)
+    _fsync(out_dir)
+
+
+def _fsync(path: Path) -> None:
+    # Opening read-only is enough for fsync on Linux, also for a folder.
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _create_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents, and return those created, deepest first."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if os.path.exists(path):
+            break
+        missing.append(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        _remove_empty_folders(missing)
+        raise ModelError(
+            f"cannot create output folder {folder}: {error.strerror}. Choose a folder for --out that you can write to"
+        ) from error
+    return missing
+
+
+def _remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders``, deepest first, stopping at the first that is missing or not empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _check_out_dir(out_dir: Path) -> None:
-    """Raise ModelError unless ``out_dir`` is a folder or can be created as one."""
+    """Raise ModelError when ``out_dir`` cannot hold the export.
+
+    That is when ``out_dir`` or its nearest existing parent is not a folder,
+    or when a folder in ``out_dir`` has the name of an output file.
+    """
     # The nearest existing path decides, so "--out FILE" and "--out FILE/sub"
     # both fail here. Other problems, such as a folder without write
     # permission, are left to mkdir, whose error export() reports.
     existing = next((path for path in (out_dir, *out_dir.parents) if os.path.exists(path)), None)
-    if existing is None or existing.is_dir():
-        return
-    if existing == out_dir:
+    if existing == out_dir and not existing.is_dir():
         raise ModelError(f"output folder {out_dir} exists and is not a folder. Choose a folder for --out")
-    raise ModelError(
-        f"output folder {out_dir} cannot be created because {existing} is not a folder. Choose a folder for --out"
-    )
+    if existing is not None and not existing.is_dir():
+        raise ModelError(
+            f"output folder {out_dir} cannot be created because {existing} is not a folder. Choose a folder for --out"
+        )
+
+    for name in OUTPUT_NAMES:
+        target = out_dir / name
+        if target.is_dir():
+            raise ModelError(
+                f"{target} is a folder, so the export cannot replace it. "
+                f"Move it away or choose another folder for --out"
+            )
 
 
 def _check_channel_means(net: DlibResnet) -> None:
