@@ -44,7 +44,7 @@ class Gallery:
     """Enrolled people and their unit vectors, searchable by Euclidean distance.
 
     ``labels[i]`` is the person of vector row ``i``; ``photos[person]`` maps
-    each photo's name (relative to the person's folder) to its record.
+    each photo's file name to its record.
     """
 
     model_name: str
