@@ -1,8 +1,8 @@
 """Measure edgeface's own pipeline on LFW verification pairs.
 
 Every image of the pair list goes through edgeface's detector (YuNet or
-dlib), the crop each model's manifest asks for, and each model given with
-``--model``; all models share one detection per image, so their figures
+dlib), the crop each model's manifest specifies, and each model given with
+``--model``. All models share one detection per image, so their figures
 differ only by the model. The distance of a pair is the Euclidean distance
 between the two unit vectors, the gallery's matching distance.
 

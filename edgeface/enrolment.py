@@ -92,7 +92,7 @@ def sync_gallery(
     Returns one report per person, sorted by name, including removed people.
     Raises :class:`EdgefaceError` when ``people_dir`` or ``gallery_dir`` is
     unusable, and :class:`NothingEnrolledError` when no person has a usable
-    photo; in both cases the gallery on disk is left unchanged.
+    photo. In both cases the gallery on disk is left unchanged.
     """
     people_dir = Path(people_dir)
     gallery_dir = Path(gallery_dir)

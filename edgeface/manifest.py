@@ -1,11 +1,11 @@
 """Model manifests: the JSON file beside each ``.onnx`` embedder.
 
 A manifest states everything the pipeline needs to feed a face to a model
-without model-specific code: the input tensor (name, size, layout, colour
-order, normalisation), how the face is cut out of the frame (a 5-point
-similarity alignment to a template, or a padded box crop), the output tensor
-and its dimension, and the sha256 of the model file. The format is described
-in ``docs/manifest.md``.
+without model-specific code. It names the input tensor (name, size, layout,
+colour order, normalisation) and how the face is cut out of the frame (a
+5-point similarity alignment to a template, or a padded box crop). It also
+names the output tensor and its dimension, and records the sha256 of the
+model file. The format is described in ``docs/manifest.md``.
 
 The manifest of ``model.onnx`` is ``model.json`` in the same folder.
 """
@@ -243,8 +243,8 @@ def manifest_from_dict(data: Any, where: str = "manifest") -> Manifest:
         raise ModelError(
             f"{where}: unsupported manifest format {data.get('format')!r}, expected {FORMAT_VERSION}"
         )
-    # Every field that changes what the model sees is required: a default
-    # could silently feed the model the wrong pixels.
+    # Every field that changes the model's input is required, because a
+    # default could silently feed the model the wrong pixels.
     for section, keys in _REQUIRED.items():
         values = data.get(section) if section else data
         if section and not isinstance(values, dict):
