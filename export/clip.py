@@ -19,7 +19,6 @@ importing this module (as ``python -m export --help`` does) stays cheap.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -32,11 +31,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeface.errors import ConfigError, ImageError, ModelError
-from edgeface.imageio import IMAGE_EXTENSIONS, is_image_file, load_image
+from edgeface.errors import ConfigError, ModelError
 from edgeface.manifest import InputSpec, OutputSpec, preset
 
-from .common import cosine_stats, median_ms, write_manifest
+from . import onnx_tools
+from .common import load_images, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +52,6 @@ OPSET = 18
 FP32_MIN_COSINE = 0.9999
 # Below this minimum cosine to torch, the int8 model gets a warning.
 INT8_WARN_COSINE = 0.99
-
-PARITY_BATCH = 16
 
 # PIL resampling codes, as Hugging Face image processors store them.
 _PIL_RESAMPLE = {2: "bilinear", 3: "bicubic"}
@@ -89,21 +86,6 @@ class ExportResult:
     parity: dict[str, Any]
     latency: dict[str, Any]
     sizes: dict[str, int] = field(default_factory=dict)
-
-
-class _CalibrationBatches:
-    """ONNX Runtime calibration data reader: one preprocessed image per call."""
-
-    def __init__(self, pixels: np.ndarray) -> None:
-        self._pixels = pixels
-        self._index = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._index >= len(self._pixels):
-            return None
-        batch = self._pixels[self._index : self._index + 1]
-        self._index += 1
-        return {INPUT_NAME: batch}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -626,7 +608,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------
-# Export, quantization, parity and latency
+# Export, quantization, parity and latency (the generic steps are in onnx_tools)
 
 
 def export_model(source: SourceModel, args: argparse.Namespace) -> ExportResult:
@@ -658,7 +640,14 @@ def export_model(source: SourceModel, args: argparse.Namespace) -> ExportResult:
                 source.image_size,
                 source.embed_dim,
             )
-            export_onnx(source.encoder, source.image_size, staged["fp32"])
+            onnx_tools.export_onnx(
+                source.encoder,
+                source.image_size,
+                staged["fp32"],
+                input_name=INPUT_NAME,
+                output_name=OUTPUT_NAME,
+                opset=OPSET,
+            )
 
             if args.quantization != "none":
                 staged["int8"] = staging / f"{source.name}.int8.onnx"
@@ -666,9 +655,18 @@ def export_model(source: SourceModel, args: argparse.Namespace) -> ExportResult:
                 if args.quantization == "static":
                     calibration = source.preprocess(load_images(args.calibration, args.max_images))
                 log.info("quantizing to int8 (%s)", args.quantization)
-                quantize_int8(staged["fp32"], staged["int8"], args.quantization, calibration, staging)
+                onnx_tools.quantize_int8(
+                    staged["fp32"],
+                    staged["int8"],
+                    args.quantization,
+                    calibration,
+                    staging,
+                    input_name=INPUT_NAME,
+                )
 
-            parity = measure_parity(source.encoder, staged, face_pixels, threads)
+            parity = onnx_tools.measure_parity(
+                source.encoder, staged, face_pixels, threads, input_name=INPUT_NAME, output_name=OUTPUT_NAME
+            )
             parity["images"] = len(face_pixels)
             _check_parity(parity)
             latency = measure_latency(source.encoder, staged, face_pixels[:1], threads)
@@ -692,219 +690,6 @@ def export_model(source: SourceModel, args: argparse.Namespace) -> ExportResult:
     return result
 
 
-def export_onnx(encoder: Any, image_size: int, path: Path) -> None:
-    """Export ``encoder`` to a single ONNX file with a dynamic batch dimension.
-
-    Uses torch's dynamo exporter (``torch.export``), the default since PyTorch
-    2.9. The TorchScript exporter is deprecated (torch 2.14 warns), it fails on
-    MultiheadAttention's fast path, and its graph carries many Constant and
-    shape nodes that the dynamo exporter folds away. ``external_data=False``
-    keeps the weights inside the ``.onnx`` file.
-    """
-    import onnx
-    import torch
-
-    # torch.export specialises a dimension whose example size is 1, so the
-    # example batch has two images.
-    example = torch.zeros(2, 3, image_size, image_size)
-    batch = torch.export.Dim("batch", min=1)
-    with _mha_fastpath_disabled():
-        program = torch.onnx.export(
-            encoder,
-            (example,),
-            dynamo=True,
-            external_data=False,
-            dynamic_shapes=({0: batch},),
-            opset_version=OPSET,
-            verbose=False,
-        )
-    model = program.model_proto
-
-    # Protocol buffers cap a single file at 2 GiB, about 530M fp32 parameters.
-    if model.ByteSize() >= 2**31:
-        raise ModelError(
-            f"the fp32 graph is {model.ByteSize() / 2**30:.1f} GiB, above the 2 GiB limit of a "
-            f"single ONNX file, so this image tower is too large for this exporter"
-        )
-
-    # The names are set here, not through input_names/output_names: the dynamo
-    # exporter does not rename an internal value or initializer that already
-    # has the requested name (transformers' CLIP has an initializer called
-    # "embedding"), which makes an invalid graph.
-    _rename_value(model.graph, model.graph.input[0].name, INPUT_NAME)
-    _rename_value(model.graph, model.graph.output[0].name, OUTPUT_NAME)
-    onnx.checker.check_model(model)
-    onnx.save_model(model, str(path))
-
-
-@contextlib.contextmanager
-def _mha_fastpath_disabled():
-    """Run the block with PyTorch's fused MultiheadAttention fast path switched off.
-
-    In eval mode without gradients, ``nn.MultiheadAttention`` runs one fused
-    kernel. The TorchScript exporter fails on it (torch 2.14), and the dynamo
-    exporter decomposes it, so switching it off keeps the traced code on the
-    plain MatMul and Softmax path for both exporters.
-    """
-    import torch
-
-    previous = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(previous)
-
-
-def _rename_value(graph: Any, old: str, new: str) -> None:
-    """Rename value ``old`` to ``new`` in ``graph``, first renaming any other value called ``new``.
-
-    Covers node inputs and outputs, graph inputs and outputs, initializers and
-    value_info. The exported graphs have no subgraphs or local functions (the
-    exporter's optimiser inlines them); ``onnx.checker`` runs afterwards.
-    """
-    if old == new:
-        return
-    names = _value_names(graph)
-    if new in names:
-        spare = f"{new}_0"
-        while spare in names:
-            spare += "_0"
-        _replace_name(graph, new, spare)
-    _replace_name(graph, old, new)
-
-
-def _value_names(graph: Any) -> set[str]:
-    names = {value.name for value in (*graph.input, *graph.output, *graph.value_info)}
-    names.update(initializer.name for initializer in graph.initializer)
-    for node in graph.node:
-        names.update(node.input)
-        names.update(node.output)
-    return names
-
-
-def _replace_name(graph: Any, old: str, new: str) -> None:
-    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
-        if value.name == old:
-            value.name = new
-    for node in graph.node:
-        for index, name in enumerate(node.input):
-            if name == old:
-                node.input[index] = new
-        for index, name in enumerate(node.output):
-            if name == old:
-                node.output[index] = new
-
-
-def quantize_int8(
-    fp32_path: Path,
-    int8_path: Path,
-    method: str,
-    calibration: np.ndarray | None,
-    work_dir: Path,
-) -> None:
-    """Write an int8 copy of ``fp32_path`` that quantizes only products with a constant weight.
-
-    ``dynamic``: int8 per-channel weights, activations quantized at run time
-    (MatMulInteger). ``static``: QDQ nodes with activation ranges from
-    ``calibration``, an ``(n, 3, size, size)`` array. In both, MatMuls between
-    two activations (attention's query-key and weights-value products),
-    LayerNorm, Softmax and GELU stay fp32.
-    """
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_dynamic,
-        quantize_static,
-    )
-
-    prepared_path = work_dir / "prepared.onnx"
-    # Symbolic shape inference raises a TypeError on these graphs (onnxruntime
-    # 1.32), so only ONNX's own shape inference and the graph optimiser run.
-    quant_pre_process(str(fp32_path), str(prepared_path), skip_symbolic_shape=True)
-    prepared = onnx.load(str(prepared_path))
-    excluded = _activation_matmuls(prepared.graph)
-
-    if method == "dynamic":
-        # Dynamic quantization turns Gemm with a constant weight into MatMul
-        # first, so attention's output projection is quantized too.
-        quantize_dynamic(
-            prepared,
-            str(int8_path),
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul"],
-            nodes_to_exclude=excluded,
-            extra_options={"MatMulConstBOnly": True},
-        )
-    elif method == "static":
-        if calibration is None or len(calibration) == 0:
-            raise ConfigError("static quantization needs calibration images")
-        quantize_static(
-            prepared,
-            str(int8_path),
-            _CalibrationBatches(calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            # Static QDQ keeps Gemm as it is, so it is listed to cover the
-            # output projection of nn.MultiheadAttention.
-            op_types_to_quantize=["MatMul", "Gemm"],
-            nodes_to_exclude=excluded,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-    else:
-        raise ConfigError(f"unknown quantization {method!r}: choose dynamic, static or none")
-
-
-def _activation_matmuls(graph: Any) -> list[str]:
-    """Return the names of MatMuls whose second input is not a constant, naming unnamed nodes first."""
-    constants = {initializer.name for initializer in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            constants.update(node.output)
-
-    excluded = []
-    for index, node in enumerate(graph.node):
-        if node.op_type != "MatMul" or node.input[1] in constants:
-            continue
-        if not node.name:
-            node.name = f"activation_matmul_{index}"
-        excluded.append(node.name)
-    return excluded
-
-
-def measure_parity(
-    encoder: Any, paths: dict[str, Path], pixels: np.ndarray, threads: int
-) -> dict[str, Any]:
-    """Return the cosine statistics of each ONNX file's embeddings against torch's."""
-    import torch
-
-    with torch.inference_mode():
-        reference = np.concatenate(
-            [
-                encoder(torch.from_numpy(pixels[start : start + PARITY_BATCH])).numpy()
-                for start in range(0, len(pixels), PARITY_BATCH)
-            ]
-        )
-
-    parity: dict[str, Any] = {}
-    for precision, path in paths.items():
-        session = _onnx_session(path, threads)
-        candidate = np.concatenate(
-            [
-                session.run([OUTPUT_NAME], {INPUT_NAME: pixels[start : start + PARITY_BATCH]})[0]
-                for start in range(0, len(pixels), PARITY_BATCH)
-            ]
-        )
-        parity[precision] = cosine_stats(reference, candidate)
-    return parity
-
-
 def _check_parity(parity: dict[str, Any]) -> None:
     fp32 = parity["fp32"]
     if fp32["min"] < FP32_MIN_COSINE:
@@ -926,74 +711,14 @@ def _check_parity(parity: dict[str, Any]) -> None:
 def measure_latency(
     encoder: Any, paths: dict[str, Path], pixels: np.ndarray, threads: int, repeats: int = 20
 ) -> dict[str, Any]:
-    """Return the median milliseconds per call of torch and each ONNX file on ``pixels``.
+    """Return the median milliseconds per call of torch and each CLIP ONNX file on ``pixels``.
 
-    ``pixels`` is one batch, normally of one image; torch runs with
-    ``threads`` intra-op threads and so does each ONNX Runtime session.
+    Calls :func:`onnx_tools.measure_latency` with this exporter's input and
+    output names.
     """
-    import torch
-
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        batch = torch.from_numpy(pixels)
-        with torch.inference_mode():
-            latency: dict[str, Any] = {
-                "threads": threads,
-                "batch": len(pixels),
-                "torch": round(median_ms(lambda: encoder(batch), repeats=repeats), 2),
-            }
-    finally:
-        torch.set_num_threads(previous_threads)
-
-    for precision, path in paths.items():
-        session = _onnx_session(path, threads)
-        feed = {INPUT_NAME: pixels}
-        latency[precision] = round(median_ms(lambda: session.run([OUTPUT_NAME], feed), repeats=repeats), 2)
-    return latency
-
-
-def _onnx_session(path: Path, threads: int):
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def load_images(folder: Path, limit: int) -> list[Any]:
-    """Read up to ``limit`` images from ``folder`` and its subfolders as RGB PIL images.
-
-    The files are sorted by path and picked at even steps, so a large folder
-    (one subfolder per person) contributes images from across the whole list.
-    Files that :func:`edgeface.imageio.load_image` rejects are skipped with
-    one warning.
-    """
-    from PIL import Image
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ImageError(f"image folder {folder} not found")
-    files = sorted(path for path in folder.rglob("*") if is_image_file(path) and path.is_file())
-    if not files:
-        raise ImageError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {folder}")
-    step = max(1, len(files) // limit)
-    chosen = files[::step][:limit]
-
-    images = []
-    rejected = []
-    for path in chosen:
-        try:
-            images.append(Image.fromarray(load_image(path)))
-        except ImageError as error:
-            rejected.append(error)
-    if rejected:
-        log.warning("skipped %d unreadable images in %s, first: %s", len(rejected), folder, rejected[0])
-    if not images:
-        raise ImageError(f"none of the {len(chosen)} images picked from {folder} could be read")
-    return images
+    return onnx_tools.measure_latency(
+        encoder, paths, pixels, threads, repeats, input_name=INPUT_NAME, output_name=OUTPUT_NAME
+    )
 
 
 # ---------------------------------------------------------------------------
