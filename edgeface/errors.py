@@ -1,8 +1,8 @@
 """Exceptions raised by edgeface, in one hierarchy.
 
 Every error a user can cause (a bad photo, a bad config, a model that does not
-match its manifest) derives from :class:`EdgefaceError`, so the command line
-can print the message and exit without a traceback, and callers can catch
+match its manifest) derives from :class:`EdgefaceError`. The command line
+prints such errors and exits without a traceback, and callers can catch
 exactly the failure they handle.
 """
 

@@ -38,9 +38,9 @@ ARCFACE_112 = [
 ]
 
 # dlib's mean face (from dlib's get_face_chip_details, interpolation.h), in
-# units of the face box before padding: eye centres are the means of dlib's
-# six points around each eye (36-41 and 42-47), the nose tip is point 30 and
-# the mouth corners are points 48 and 54.
+# units of the face box before padding. The eye centres are the means of
+# dlib's six points around each eye (36-41 and 42-47). The nose tip is point
+# 30, and the mouth corners are points 48 and 54.
 DLIB_MEAN_FACE_5 = [
     [0.2254918, 0.2159903],
     [0.7547613, 0.2159903],
@@ -105,10 +105,10 @@ class InputSpec:
 class CropSpec:
     """How a face is cut out of the frame before it reaches the model.
 
-    ``method`` is ``"align"`` (a similarity transform that maps the five
-    landmarks onto ``points``, which are in pixels of the model input) or
-    ``"box"`` (a square around the detector's box, its side ``box_scale``
-    times the box's longer side, resized to the input size).
+    With ``method`` ``"align"``, a similarity transform maps the five
+    landmarks onto ``points``, which are in pixels of the model input. With
+    ``"box"``, a square around the detector's box, its side ``box_scale``
+    times the box's longer side, is resized to the input size.
     """
 
     method: str

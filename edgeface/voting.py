@@ -57,7 +57,7 @@ class Match:
 
     ``person`` is None for Unknown. ``distance`` is the winner's best
     distance, or for Unknown the nearest neighbour's (None when the gallery
-    is empty). ``reason`` says why a face is Unknown: ``no-neighbours``,
+    is empty). ``reason`` names why a face is Unknown: ``no-neighbours``,
     ``over-threshold``, ``too-few-votes`` or ``ambiguous``.
     """
 
