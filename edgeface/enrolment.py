@@ -109,12 +109,14 @@ def sync_gallery(
     previous = _load_previous(gallery_dir, pipeline)
     gallery = pipeline.new_gallery()
     reports = []
+    enrolled = {}
     for folder in folders:
         report, photos = _enrol_person(folder, previous, pipeline, dominant_face_ratio)
         if threshold is not None:
             report.warnings = _outlier_photos(photos, threshold)
-        gallery.replace_person(folder.name, photos)
+        enrolled[folder.name] = photos
         reports.append(report)
+    gallery.replace_people(enrolled)
 
     _warn_shared_photos(gallery, reports)
 

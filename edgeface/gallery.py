@@ -80,18 +80,31 @@ class Gallery:
 
     def replace_person(self, person: str, photos: dict[str, tuple[str, np.ndarray]]) -> None:
         """Set a person's photos, replacing any they had; ``photos`` maps name to (sha256, vector)."""
-        self.remove_person(person)
-        if not photos:
-            return
-        start = len(self.labels)
-        records = {}
+        self.replace_people({person: photos})
+
+    def replace_people(self, people: dict[str, dict[str, tuple[str, np.ndarray]]]) -> None:
+        """Set the photos of several people at once, with one copy of the vectors and one index build.
+
+        ``people`` maps each person to ``{photo name: (sha256, vector)}``; a
+        person given no photos is removed.
+        """
+        keep = [i for i, label in enumerate(self.labels) if label not in people]
+        for person in people:
+            self.photos.pop(person, None)
+        self._keep_rows(keep, rebuild=False)
+
         rows = []
-        for offset, (name, (sha256, vector)) in enumerate(sorted(photos.items())):
-            records[name] = Photo(sha256=sha256, row=start + offset)
-            rows.append(np.asarray(vector, dtype=np.float32).reshape(self.dim))
-        self.photos[person] = records
-        self.labels.extend([person] * len(rows))
-        self.vectors = np.vstack([self.vectors, np.stack(rows)])
+        for person, photos in people.items():
+            if not photos:
+                continue
+            records = {}
+            for name, (sha256, vector) in sorted(photos.items()):
+                records[name] = Photo(sha256=sha256, row=len(self.labels))
+                self.labels.append(person)
+                rows.append(np.asarray(vector, dtype=np.float32).reshape(self.dim))
+            self.photos[person] = records
+        if rows:
+            self.vectors = np.vstack([self.vectors, np.stack(rows)])
         self._rebuild_index()
 
     def remove_person(self, person: str) -> None:
@@ -237,14 +250,15 @@ class Gallery:
         gallery._index = index
         return gallery
 
-    def _keep_rows(self, keep: list[int]) -> None:
+    def _keep_rows(self, keep: list[int], rebuild: bool = True) -> None:
         remap = {old: new for new, old in enumerate(keep)}
         self.labels = [self.labels[i] for i in keep]
         self.vectors = self.vectors[keep] if keep else np.zeros((0, self.dim), dtype=np.float32)
         for records in self.photos.values():
             for photo in records.values():
                 photo.row = remap[photo.row]
-        self._rebuild_index()
+        if rebuild:
+            self._rebuild_index()
 
     def _rebuild_index(self) -> None:
         index = faiss.IndexFlatIP(self.dim)

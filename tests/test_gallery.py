@@ -88,6 +88,17 @@ def test_replace_person_drops_old_photos():
     assert len(gallery) == 2
 
 
+def test_replace_people_adds_changes_and_removes():
+    gallery = make_gallery()
+    gallery.replace_people({"bo": {}, "cy": {"d.jpg": ("h4", unit([0, 0, 0, 1]))}, "ana": {"e.jpg": ("h5", unit([0, 1, 0, 0]))}})
+    assert gallery.people == ["ana", "cy"]
+    assert len(gallery) == 2
+    np.testing.assert_allclose(gallery.vector_of("cy", "d.jpg"), unit([0, 0, 0, 1]))
+    np.testing.assert_allclose(gallery.vector_of("ana", "e.jpg"), unit([0, 1, 0, 0]))
+    _, people = gallery.search(unit([0, 0, 0, 1])[None], k=1)
+    assert people[0] == ["cy"]
+
+
 def test_other_model_rejected():
     gallery = make_gallery()
     with pytest.raises(ModelMismatchError, match="test-model"):
