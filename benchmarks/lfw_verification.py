@@ -12,8 +12,9 @@ failure: its pairs count as wrong in the accuracy and as rejected in TAR.
 
 With View 2 (``pairs.txt``, the default) the script prints the 10-fold
 accuracy (mean and standard deviation) and TAR at FAR = 0.1 %. With a View 1
-file (``pairsDevTrain.txt``) it prints the single best-accuracy threshold
-and the threshold at FAR = 0.1 %, the figures to tune settings on. Run from
+file (``pairsDevTrain.txt``) and ``--tune`` it prints the single
+best-accuracy threshold and the threshold at FAR = 0.1 %, the figures to
+tune settings on. Run from
 the repository root::
 
     .venv/bin/python benchmarks/lfw_verification.py --detector yunet \\
@@ -48,6 +49,11 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--model", action="append", required=True, help="embedder .onnx with its manifest; repeat to compare models")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per model (default: one per core)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N pairs (a quick check; no 10-fold figures)")
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="print the best-accuracy and FAR 0.1 %% thresholds of all pairs, not 10-fold figures (for View 1 files)",
+    )
     parser.add_argument("--out", type=Path, default=Path("out/lfw_verification.json"), help="JSON results file")
     return parser.parse_args()
 
@@ -113,7 +119,7 @@ def main() -> None:
     print(f"images without a face: {failures}")
     for name, table in vectors.items():
         distances = np.linalg.norm(table[first] - table[second], axis=1)
-        if len(pairs) % 10 == 0 and len(pairs) >= 600 and "DevTrain" not in args.pairs.name and "DevTest" not in args.pairs.name:
+        if not args.tune and not args.limit:
             figures = ten_fold_accuracy(distances, same)
             print(
                 f"{name}: accuracy {100 * figures['mean']:.2f} % ± {100 * figures['std']:.2f}, "
