@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -243,24 +243,19 @@ def measure_parity(
     import torch
 
     with torch.inference_mode():
-        reference = np.concatenate(
-            [
-                encoder(torch.from_numpy(pixels[start : start + PARITY_BATCH])).numpy()
-                for start in range(0, len(pixels), PARITY_BATCH)
-            ]
-        )
+        reference = _in_batches(lambda batch: encoder(torch.from_numpy(batch)).numpy(), pixels)
 
     parity: dict[str, Any] = {}
     for precision, path in paths.items():
         session = _onnx_session(path, threads)
-        candidate = np.concatenate(
-            [
-                session.run([output_name], {input_name: pixels[start : start + PARITY_BATCH]})[0]
-                for start in range(0, len(pixels), PARITY_BATCH)
-            ]
-        )
+        candidate = _in_batches(lambda batch: session.run([output_name], {input_name: batch})[0], pixels)
         parity[precision] = cosine_stats(reference, candidate)
     return parity
+
+
+def _in_batches(run: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray) -> np.ndarray:
+    """Return ``run`` applied to ``pixels`` in batches of ``PARITY_BATCH``, concatenated."""
+    return np.concatenate([run(pixels[start : start + PARITY_BATCH]) for start in range(0, len(pixels), PARITY_BATCH)])
 
 
 def measure_latency(
