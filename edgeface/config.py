@@ -63,6 +63,60 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     "enrolment": {
         "dominant_face_ratio": Setting(float, 2.0, 1.0, 100.0),
     },
+    "gallery": {
+        "path": Setting(str, "gallery", path=True),
+    },
+    "camera": {
+        "source": Setting(str, "picamera2"),
+        "width": Setting(int, 1280, 64, 8192),
+        "height": Setting(int, 720, 64, 8192),
+        "max_fps": Setting(float, 8.0, 0.1, 120.0),
+        "realtime": Setting(bool, True),
+        "read_timeout": Setting(float, 2.0, 0.1, 60.0),
+        "frozen_seconds": Setting(float, 10.0, 1.0, 3600.0),
+        "reconnect_max_seconds": Setting(float, 30.0, 1.0, 3600.0),
+    },
+    "decision": {
+        "min_frames": Setting(int, 3, 1, 100),
+        "window_frames": Setting(int, 5, 1, 100),
+        "window_seconds": Setting(float, 2.0, 0.1, 60.0),
+        "min_eye_distance": Setting(float, 30.0, 0.0, 4096.0),
+        "min_sharpness": Setting(float, 15.0, 0.0, 100000.0),
+        "track_iou": Setting(float, 0.3, 0.0, 1.0),
+        "track_timeout": Setting(float, 1.5, 0.1, 60.0),
+    },
+    "door": {
+        "relay_pin": Setting((int, str), 17),
+        "active_high": Setting(bool, True),
+        "unlock_seconds": Setting(float, 3.0, 0.1, 60.0),
+        "cooldown_seconds": Setting(float, 5.0, 0.0, 3600.0),
+        "contact_pin": Setting((int, str), None, optional=True),
+        "held_open_seconds": Setting(float, 30.0, 1.0, 3600.0),
+        "exit_button_pin": Setting((int, str), None, optional=True),
+        "simulate": Setting(bool, False),
+    },
+    "events": {
+        "database": Setting(str, "events.db", path=True),
+        "max_events": Setting(int, 100000, 100, 100000000),
+        "thumbnails": Setting(bool, False),
+    },
+    "mqtt": {
+        "enabled": Setting(bool, False),
+        "host": Setting(str, "localhost"),
+        "port": Setting(int, 1883, 1, 65535),
+        "tls": Setting(bool, False),
+        "ca_certs": Setting(str, None, path=True, optional=True),
+        "username": Setting(str, None, optional=True),
+        "password": Setting(str, None, optional=True),
+        "password_file": Setting(str, None, path=True, optional=True),
+        "device_id": Setting(str, "edgeface"),
+        "discovery_prefix": Setting(str, "homeassistant"),
+        "health_interval": Setting(float, 60.0, 1.0, 86400.0),
+        "outbox_max": Setting(int, 10000, 10, 10000000),
+        "remote_unlock": Setting(bool, False),
+        "command_secret_file": Setting(str, None, path=True, optional=True),
+        "command_max_age": Setting(float, 30.0, 1.0, 3600.0),
+    },
 }
 
 
@@ -140,7 +194,9 @@ def _check_value(name: str, setting: Setting, value: Any, where: str) -> Any:
     if setting.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if (isinstance(value, bool) and setting.kind is not bool) or not isinstance(value, setting.kind):
-        raise ConfigError(f"{where}: {name} must be {_KIND_NAMES[setting.kind]}, not {value!r}")
+        kinds = setting.kind if isinstance(setting.kind, tuple) else (setting.kind,)
+        expected = " or ".join(_KIND_NAMES[kind] for kind in kinds)
+        raise ConfigError(f"{where}: {name} must be {expected}, not {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where}: {name} must be a finite number, not {value!r}")
     if setting.choices is not None and value not in setting.choices:
@@ -158,6 +214,14 @@ def _check_relations(config: dict) -> None:
         raise ConfigError(f"matching.k2 ({matching['k2']}) must be greater than matching.k1 ({matching['k1']})")
     if matching["threshold"] <= 0:
         raise ConfigError(f"matching.threshold is {matching['threshold']}, but must be greater than 0 (and at most 2)")
+    decision = config["decision"]
+    if decision["min_frames"] > decision["window_frames"]:
+        raise ConfigError(
+            f"decision.min_frames ({decision['min_frames']}) must not exceed decision.window_frames ({decision['window_frames']})"
+        )
+    device_id = config["mqtt"]["device_id"]
+    if not device_id or any(c in device_id for c in "/+#") or not device_id.isprintable():
+        raise ConfigError(f"mqtt.device_id {device_id!r} must be a non-empty name without '/', '+' or '#'")
 
 
 def _resolve_paths(config: dict, base: Path) -> None:
