@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, sync_command
 from .config import load_config
 from .errors import EdgefaceError, ImageError
 
@@ -64,6 +64,8 @@ def _build_parser() -> argparse.ArgumentParser:
     identify.add_argument("--margin", type=float, help="Unknown when the runner-up is this close in distance (matching.margin)")
     identify.set_defaults(handler=_identify)
 
+    sync_command.add_commands(commands)
+
     model = commands.add_parser("model", help="manage embedding models")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     register = model_commands.add_parser("register", help="write a manifest for an existing ONNX face model")
@@ -100,19 +102,13 @@ def _config_from(args: argparse.Namespace) -> dict:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    from .enrolment import NothingEnrolledError, sync_gallery
+    from .enrolment import EnrolmentRules, NothingEnrolledError, sync_gallery
     from .pipeline import Pipeline
 
     config = _config_from(args)
     pipeline = Pipeline.from_config(config)
     try:
-        reports = sync_gallery(
-            args.people_dir,
-            args.gallery,
-            pipeline,
-            config["enrolment"]["dominant_face_ratio"],
-            threshold=config["matching"]["threshold"],
-        )
+        reports = sync_gallery(args.people_dir, args.gallery, pipeline, EnrolmentRules.from_config(config)).people
     except NothingEnrolledError as error:
         _print_reports(error.reports)
         raise
@@ -125,7 +121,7 @@ def _enroll(args: argparse.Namespace) -> int:
 
 def _print_reports(reports) -> None:
     for report in reports:
-        line = f"{report.person}: {report.action}"
+        line = f"{report.display_name}: {report.action}"
         if report.action == "removed" and report.skipped:
             line += " (no usable photo left)"
         elif report.action != "removed":

@@ -62,6 +62,12 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     },
     "enrolment": {
         "dominant_face_ratio": Setting(float, 2.0, 1.0, 100.0),
+        "source": Setting(str, None, path=True, optional=True),
+        "max_file_mb": Setting(float, 30.0, 0.1, 1000.0),
+        "max_pixels": Setting(int, 50_000_000, 10_000, 89_478_485),
+        "min_eye_distance": Setting(float, 25.0, 0.0, 4096.0),
+        "min_sharpness": Setting(float, 12.0, 0.0, 100000.0),
+        "keep_photos": Setting(bool, False),
     },
     "gallery": {
         "path": Setting(str, "gallery", path=True),

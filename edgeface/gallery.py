@@ -1,8 +1,11 @@
 """The gallery: enrolled people, their photos and vectors, and the FAISS index.
 
 A gallery lives in one folder as one file, ``gallery.npz``, holding the
-metadata as JSON (people, the sha256 of each source photo, the model's name
-and fingerprint) and the serialised FAISS index. Saving writes a temporary
+metadata as JSON (people with their display names and access options, the
+sha256 and quality measurements of each source photo, the model's name and
+fingerprint) and the serialised FAISS index. The photos themselves are not
+kept unless enrolment asks for them: then they are stored by content hash in
+``photos/`` beside the file. Saving writes a temporary
 file, fsyncs it, renames it over the old one and fsyncs the folder, so a crash
 at any moment leaves either the old gallery or the new one, never a mix.
 
@@ -13,10 +16,13 @@ distances, ``d = sqrt(2 - 2 * cos)``, before any threshold is applied.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,19 +30,32 @@ import faiss
 import numpy as np
 
 from .errors import GalleryError, ModelMismatchError
+from .people import DEFAULT_OPTIONS, PersonOptions, PersonOptionsError
 
 log = logging.getLogger(__name__)
 
 GALLERY_FILE = "gallery.npz"
-FORMAT_VERSION = 1
+LOCK_FILE = ".lock"
+PHOTOS_FOLDER = "photos"
+# Version 2 adds display names, person options and photo quality values.
+# Version 1 files still load, with default options.
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
 class Photo:
-    """One enrolled photo: its content hash and the row of its vector."""
+    """One enrolled photo: its content hash, the row of its vector and its measured quality.
+
+    ``eye_distance`` is in pixels of the photo and ``sharpness`` is the
+    enrolment quality measure. Both are None in galleries written before they
+    were recorded.
+    """
 
     sha256: str
     row: int
+    eye_distance: float | None = None
+    sharpness: float | None = None
 
 
 @dataclass
@@ -44,7 +63,10 @@ class Gallery:
     """Enrolled people and their unit vectors, searchable by Euclidean distance.
 
     ``labels[i]`` is the person of vector row ``i``; ``photos[person]`` maps
-    each photo's file name to its record.
+    each photo's file name to its record. People are keyed by the NFC form
+    of their name. ``display_names`` and ``options`` hold entries only for
+    people whose name is written differently or whose options are not the
+    default.
     """
 
     model_name: str
@@ -53,6 +75,8 @@ class Gallery:
     labels: list[str] = field(default_factory=list)
     photos: dict[str, dict[str, Photo]] = field(default_factory=dict)
     vectors: np.ndarray | None = None
+    display_names: dict[str, str] = field(default_factory=dict)
+    options: dict[str, PersonOptions] = field(default_factory=dict)
     _index: faiss.Index | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -68,6 +92,25 @@ class Gallery:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def options_of(self, person: str) -> PersonOptions:
+        """Return the access options of ``person``: enabled at all times unless their person.yaml says otherwise."""
+        return self.options.get(person, DEFAULT_OPTIONS)
+
+    def display_name(self, person: str) -> str:
+        """Return the name as written on the enrolment stick (the key is its NFC form)."""
+        return self.display_names.get(person, person)
+
+    def set_details(self, person: str, display_name: str, options: PersonOptions) -> None:
+        """Record how a person's name is written and their access options."""
+        if display_name != person:
+            self.display_names[person] = display_name
+        else:
+            self.display_names.pop(person, None)
+        if options.is_default:
+            self.options.pop(person, None)
+        else:
+            self.options[person] = options
+
     def check_model(self, model_name: str, fingerprint: str) -> None:
         """Raise :class:`ModelMismatchError` unless the gallery was built with this model."""
         if fingerprint != self.fingerprint:
@@ -82,15 +125,19 @@ class Gallery:
         """Set a person's photos, replacing any they had; ``photos`` maps name to (sha256, vector)."""
         self.replace_people({person: photos})
 
-    def replace_people(self, people: dict[str, dict[str, tuple[str, np.ndarray]]]) -> None:
+    def replace_people(self, people: dict[str, dict[str, tuple]]) -> None:
         """Set the photos of several people at once, with one copy of the vectors and one index build.
 
-        ``people`` maps each person to ``{photo name: (sha256, vector)}``; a
-        person given no photos is removed.
+        ``people`` maps each person to ``{photo name: (sha256, vector)}`` or
+        ``{photo name: (sha256, vector, eye_distance, sharpness)}``. A person
+        given no photos is removed, with their display name and options.
         """
         keep = [i for i, label in enumerate(self.labels) if label not in people]
-        for person in people:
+        for person, photos in people.items():
             self.photos.pop(person, None)
+            if not photos:
+                self.display_names.pop(person, None)
+                self.options.pop(person, None)
         self._keep_rows(keep, rebuild=False)
 
         rows = []
@@ -98,8 +145,9 @@ class Gallery:
             if not photos:
                 continue
             records = {}
-            for name, (sha256, vector) in sorted(photos.items()):
-                records[name] = Photo(sha256=sha256, row=len(self.labels))
+            for name, (sha256, vector, *quality) in sorted(photos.items()):
+                eye_distance, sharpness = quality if quality else (None, None)
+                records[name] = Photo(sha256=sha256, row=len(self.labels), eye_distance=eye_distance, sharpness=sharpness)
                 self.labels.append(person)
                 rows.append(np.asarray(vector, dtype=np.float32).reshape(self.dim))
             self.photos[person] = records
@@ -113,6 +161,8 @@ class Gallery:
             return
         keep = [i for i, label in enumerate(self.labels) if label != person]
         del self.photos[person]
+        self.display_names.pop(person, None)
+        self.options.pop(person, None)
         self._keep_rows(keep)
 
     def vector_of(self, person: str, photo: str) -> np.ndarray:
@@ -184,9 +234,11 @@ class Gallery:
             "dim": self.dim,
             "labels": self.labels,
             "photos": {
-                person: {name: {"sha256": p.sha256, "row": p.row} for name, p in records.items()}
+                person: {name: _photo_meta(p) for name, p in records.items()}
                 for person, records in self.photos.items()
             },
+            "display_names": self.display_names,
+            "options": {person: options.as_dict() for person, options in self.options.items()},
         }
         index_bytes = faiss.serialize_index(self._index)
         with open(temporary, "wb") as handle:
@@ -223,17 +275,26 @@ class Gallery:
 
         if not isinstance(meta, dict):
             raise GalleryError(f"gallery {path} has invalid metadata (not a JSON object): enrol again to rebuild it")
-        if meta.get("format") != FORMAT_VERSION:
-            raise GalleryError(f"gallery {path} has format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+        if meta.get("format") not in _READABLE_VERSIONS:
+            raise GalleryError(
+                f"gallery {path} has format {meta.get('format')!r}, but this edgeface reads formats "
+                f"{', '.join(map(str, _READABLE_VERSIONS))}: enrol again to rebuild it"
+            )
         try:
             dim = int(meta["dim"])
             labels = list(meta["labels"])
             photos = {
-                person: {name: Photo(sha256=p["sha256"], row=int(p["row"])) for name, p in records.items()}
+                person: {name: _photo_from_meta(p) for name, p in records.items()}
                 for person, records in meta["photos"].items()
             }
             gallery = cls(model_name=meta["model_name"], fingerprint=meta["fingerprint"], dim=dim)
-        except (KeyError, TypeError, ValueError, AttributeError, AssertionError) as error:
+            gallery.display_names = {str(k): str(v) for k, v in meta.get("display_names", {}).items() if k in photos}
+            gallery.options = {
+                person: PersonOptions.from_dict(options, f"gallery options of {person}")
+                for person, options in meta.get("options", {}).items()
+                if person in photos
+            }
+        except (KeyError, TypeError, ValueError, AttributeError, AssertionError, PersonOptionsError) as error:
             raise GalleryError(f"gallery {path} has invalid metadata ({type(error).__name__}): enrol again to rebuild it") from error
 
         rows = sorted(p.row for records in photos.values() for p in records.values())
@@ -268,6 +329,101 @@ class Gallery:
 
     def __repr__(self) -> str:
         return f"<Gallery model={self.model_name} people={len(self.photos)} vectors={len(self)}>"
+
+
+@contextlib.contextmanager
+def locked(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock on a gallery folder while enrolment rewrites it.
+
+    Two syncs at once (a stick plugged in while someone runs ``edgeface
+    sync``) would write the same temporary file. The second one raises
+    :class:`GalleryError` instead of waiting. Readers need no lock, because
+    the gallery file is replaced by rename.
+    """
+    path = Path(folder) / LOCK_FILE
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as error:
+        raise GalleryError(f"cannot lock the gallery folder {folder}: {error.strerror or error}") from error
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise GalleryError(
+                f"another enrolment is updating the gallery in {folder}: wait until it finishes and try again"
+            ) from error
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _photo_meta(photo: Photo) -> dict:
+    meta = {"sha256": photo.sha256, "row": photo.row}
+    if photo.eye_distance is not None:
+        meta["eye_distance"] = round(float(photo.eye_distance), 2)
+    if photo.sharpness is not None:
+        meta["sharpness"] = round(float(photo.sharpness), 2)
+    return meta
+
+
+def _photo_from_meta(meta: dict) -> Photo:
+    eye_distance = meta.get("eye_distance")
+    sharpness = meta.get("sharpness")
+    return Photo(
+        sha256=str(meta["sha256"]),
+        row=int(meta["row"]),
+        eye_distance=None if eye_distance is None else float(eye_distance),
+        sharpness=None if sharpness is None else float(sharpness),
+    )
+
+
+def store_photo(folder: str | os.PathLike[str], sha256: str, data: bytes) -> None:
+    """Keep a copy of an enrolled photo as ``folder/photos/<sha256>``.
+
+    The copy is written under a temporary name and renamed, so a crash never
+    leaves a partial file under a hash name. An existing copy is kept as it is.
+    Raises OSError when the write fails.
+    """
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+    store = Path(folder) / PHOTOS_FOLDER
+    target = store / sha256
+    if target.is_file():
+        return
+    store.mkdir(parents=True, exist_ok=True)
+    temporary = store / (sha256 + ".tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, target)
+
+
+def prune_photos(folder: str | os.PathLike[str], keep: set[str]) -> int:
+    """Delete stored photo copies whose hash is not in ``keep``; return how many were deleted.
+
+    Call it only after the gallery that references ``keep`` has been saved,
+    so the gallery on disk never refers to a deleted copy.
+    """
+    store = Path(folder) / PHOTOS_FOLDER
+    if not store.is_dir():
+        return 0
+    deleted = 0
+    for path in store.iterdir():
+        if path.name in keep:
+            continue
+        try:
+            path.unlink()
+            deleted += 1
+        except OSError as error:
+            log.warning("cannot delete stored photo %s: %s", path, error.strerror or error)
+    if not keep:
+        try:
+            store.rmdir()
+        except OSError:
+            pass
+    return deleted
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -12,6 +12,7 @@ with a message that names the file, the reason and, where there is one, the fix.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import stat
@@ -37,12 +38,17 @@ DEFAULT_MAX_PIXELS = 50_000_000
 BACKGROUND_RGB = (255, 255, 255)
 
 # Extensions that folder scans try, lower case. Pillow's format names for them
-# are in _PILLOW_FORMATS.
-# NOTE: HEIC/HEIF (the iPhone default) is not supported, because Pillow decodes
-# it only with the pillow-heif plugin, which edgeface does not depend on.
+# are in _PILLOW_FORMATS. HEIC/HEIF (the iPhone default) decodes only where
+# the optional pillow-heif package is installed.
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"}
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm", ".heic", ".heif"}
 )
+
+# Major brands of the ISO base media file format (bytes 8..12, after "ftyp"
+# at bytes 4..8) that mark HEIF still images and sequences, HEIC included.
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"})
+
+HEIF_DECODER_MISSING = "HEIC photos need pillow-heif: pip install pillow-heif"
 
 # Pillow identifies only these formats, so that a file with any other content
 # (for example EPS, which Pillow renders by running Ghostscript) is rejected.
@@ -63,11 +69,49 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def is_heif(header: bytes) -> bool:
+    """Return True when ``header`` (at least the first 12 bytes of a file) starts a HEIF/HEIC file."""
+    return len(header) >= 12 and header[4:8] == b"ftyp" and header[8:12] in HEIF_BRANDS
+
+
+def heif_decoder_available() -> bool:
+    """Return True when pillow-heif is installed; registers its Pillow opener on the first call."""
+    global _heif_registered
+    if _heif_registered is None:
+        try:
+            import pillow_heif
+        except ImportError:
+            _heif_registered = False
+        else:
+            pillow_heif.register_heif_opener()
+            _heif_registered = True
+    return _heif_registered
+
+
+_heif_registered: bool | None = None
+
+
+def decode_image(data: bytes, path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode the bytes of an image file into an ``H x W x 3`` uint8 RGB array, as :func:`load_image` does.
+
+    ``path`` only names the file in error messages. Callers that also hash a
+    file use this, so the bytes hashed are the bytes decoded. Raises
+    ImageError for every content that :func:`load_image` rejects.
+    """
+    if max_pixels <= 0:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    path = Path(path)
+    if not data:
+        raise _image_error(path, "the file is empty (0 bytes)", "Copy the file again from its source")
+    image = _decode_first_frame(io.BytesIO(data), path, max_pixels)
+    return _to_checked_rgb(image, path)
+
+
 def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Load the image at ``path`` as a writable, C-contiguous ``H x W x 3`` uint8 RGB array.
 
     The format is detected from the content (JPEG, PNG, BMP, GIF, TIFF, WebP
-    and PNM/PGM/PPM). Multi-frame files (GIF, TIFF) return their first frame.
+    and PNM/PGM/PPM, and HEIC/HEIF where pillow-heif is installed). Multi-frame files (GIF, TIFF) return their first frame.
     The EXIF orientation is applied, so rows and columns are as a viewer shows
     them.
 
@@ -107,7 +151,10 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
                 path, "the file is empty (0 bytes)", "Copy the file again from its source"
             )
         image = _decode_first_frame(file, path, max_pixels)
+    return _to_checked_rgb(image, path)
 
+
+def _to_checked_rgb(image: Image.Image, path: Path) -> np.ndarray:
     try:
         pixels = to_rgb_array(image)
     except ValueError as error:
@@ -173,6 +220,13 @@ def _decode_first_frame(file: BinaryIO, path: Path, max_pixels: int) -> Image.Im
     # once after that. A Pillow built without WebP has no "WEBP" opener.
     Image.init()
     formats = [name for name in _PILLOW_FORMATS if name in Image.OPEN]
+
+    header = file.read(12)
+    file.seek(0)
+    if is_heif(header):
+        if not heif_decoder_available():
+            raise _image_error(path, "it is a HEIC/HEIF photo, which Pillow decodes only with a plugin", HEIF_DECODER_MISSING)
+        formats.append("HEIF")
     try:
         # NOTE: catch_warnings changes process-wide state in Python 3.11, so
         # threads that load images at the same time can lose this filter. Then

@@ -752,7 +752,7 @@ def test_orl_pgm_is_grey_112_by_92():
         ("anim.gif", True),
         ("old.bmp", True),
         ("Zoë/Ærø 写真.JPG", True),
-        ("iphone.heic", False),
+        ("iphone.heic", True),
         ("notes.txt", False),
         ("jpg", False),
         ("._face.jpg", False),
