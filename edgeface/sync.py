@@ -55,6 +55,15 @@ class FileEntry:
     person: str | None = None
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def name(self) -> str:
+        """The file's name inside its person's folder (the path for other entries)."""
+        return self.path.split("/", 1)[1] if self.person is not None else self.path
+
+    def line(self) -> str:
+        """Return the entry as one report line, without indentation."""
+        return f"{self.name}: {self.status}" + (f": {self.reason}" if self.reason else "")
+
     def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "person": self.person, "status": self.status, "reason": self.reason, "warnings": self.warnings}
 
@@ -158,7 +167,7 @@ class SyncReport:
             elif person.options is not None and not person.options.is_default:
                 lines.append(f"  access: {_describe_options(person.options)}")
             for entry in sorted(by_person.get(person.person, []), key=lambda e: (_FILE_ORDER.get(e.status, 9), e.path)):
-                lines.append(f"  {entry.path}: {entry.status}{': ' + entry.reason if entry.reason else ''}")
+                lines.append("  " + entry.line())
                 for warning in entry.warnings:
                     lines.append(f"    warning: {warning}")
 
@@ -167,7 +176,7 @@ class SyncReport:
             lines.append("")
             lines.append("Other entries of the people folder:")
             for entry in other:
-                lines.append(f"  {entry.path}: {entry.status}{': ' + entry.reason if entry.reason else ''}")
+                lines.append("  " + entry.line())
         if self.report_note:
             lines.append("")
             lines.append(self.report_note)
