@@ -5,14 +5,11 @@ people whose photos changed are re-embedded, people whose folder is gone are
 removed. A photo whose content hash is unchanged reuses its stored vector, so
 a sync after a small change only embeds the new photos.
 
-Every photo passes a quality gate before it is used (:class:`EnrolmentRules`):
-a size limit, an image format detected from the content, exactly one face or
-one clearly dominant face, a minimum distance between the eyes, a minimum
-sharpness, and no likely mix-up (a new photo nearer to another person than to
-its own folder). Any other photo is skipped with its reason, and a person left
-with no usable photo is not enrolled. Hidden files, AppleDouble files and the
-files that operating systems leave on USB sticks are ignored, and symbolic
-links that lead out of the source folder are rejected.
+Every photo passes the quality gate of :mod:`edgeface.photos` (size, format,
+one face, face size, sharpness) and one check across people: a new photo
+nearer to another person than to its own folder is a likely mix-up. Any other
+photo is skipped with its reason, and a person left with no usable photo is
+not enrolled.
 
 Folder names are people's names. The gallery keys them by their Unicode NFC
 form, so a name typed on a Mac (NFD) and on Linux or Windows (NFC) is one
@@ -29,83 +26,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import stat
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from .alignment import crop_face
-from .detection import Face
-from .errors import EdgefaceError, GalleryError, ImageError
+from .errors import EdgefaceError, GalleryError
 from .gallery import GALLERY_FILE, Gallery, locked, prune_photos, store_photo
-from .imageio import DEFAULT_MAX_PIXELS, decode_image
-from .manifest import ARCFACE_112, CropSpec
 from .people import OPTIONS_FILE, PersonOptions, PersonOptionsError, parse_options
+from .photos import EnrolmentRules, choose_face, embed_photo, ignored_reason, is_inside, quality_reason, read_photo
 from .pipeline import Pipeline
+
+__all__ = ["EnrolmentResult", "EnrolmentRules", "NothingEnrolledError", "PersonReport", "RemoveEveryoneError", "choose_face", "sync_gallery"]
 
 log = logging.getLogger(__name__)
 
-# Names that operating systems and photo tools leave in folders; compared in
-# lower case. Names starting with "." (.DS_Store, ._IMG_1.JPG, .Trashes) are
-# ignored as hidden files.
-SYSTEM_NAMES = frozenset(
-    {"thumbs.db", "ehthumbs.db", "desktop.ini", "system volume information", "$recycle.bin", "lost+found", "icon\r"}
-)
-
-# The sharpness of a face is measured on this crop whatever the embedding
-# model, so one min_sharpness suits every model: 112x112 pixels, grey, with
-# the eyes, nose and mouth corners at ArcFace's template points.
-_SHARPNESS_CROP = CropSpec(method="align", points=ARCFACE_112)
-_SHARPNESS_SIZE = 112
-
 _MAX_OPTIONS_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class EnrolmentRules:
-    """What makes a photo usable for enrolment.
-
-    :param dominant_face_ratio: a photo with several faces is used when the
-        largest face's box area is at least this many times the next one's.
-    :param min_eye_distance: minimum distance between the eye centres, in
-        pixels of the photo.
-    :param min_sharpness: minimum variance of the Laplacian of the face's
-        112x112 grey aligned crop (see :func:`face_sharpness`).
-    :param max_file_bytes: larger files are skipped without being read.
-    :param max_pixels: larger images are skipped before they are decoded.
-    :param match_threshold: the matching distance. With it, a new photo
-        nearer than this to another person than to its own folder is skipped
-        as a likely mix-up, and a photo farther than this from all the
-        person's other photos gets a warning. None turns both checks off.
-    :param keep_photos: keep a copy of every enrolled photo in the gallery
-        folder. Off by default, so the gallery holds only vectors and hashes.
-    """
-
-    dominant_face_ratio: float = 2.0
-    min_eye_distance: float = 25.0
-    min_sharpness: float = 12.0
-    max_file_bytes: int = 30 * 1024 * 1024
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    match_threshold: float | None = None
-    keep_photos: bool = False
-
-    @classmethod
-    def from_config(cls, config: dict) -> EnrolmentRules:
-        """Build the rules from a validated configuration (the enrolment and matching sections)."""
-        enrolment = config["enrolment"]
-        return cls(
-            dominant_face_ratio=enrolment["dominant_face_ratio"],
-            min_eye_distance=enrolment["min_eye_distance"],
-            min_sharpness=enrolment["min_sharpness"],
-            max_file_bytes=int(enrolment["max_file_mb"] * 1024 * 1024),
-            max_pixels=enrolment["max_pixels"],
-            match_threshold=config["matching"]["threshold"],
-            keep_photos=enrolment["keep_photos"],
-        )
-
 
 @dataclass
 class PersonReport:
@@ -171,52 +108,6 @@ class RemoveEveryoneError(NothingEnrolledError):
     """The sync would remove every enrolled person and the caller did not allow it."""
 
 
-def choose_face(faces: list[Face], dominant_face_ratio: float) -> tuple[Face | None, str]:
-    """Return the face to enrol from a photo's faces, or None and the reason to skip it.
-
-    ``faces`` must be sorted largest first, as every detector returns them.
-    """
-    if not faces:
-        return None, "no face found"
-    if len(faces) == 1:
-        return faces[0], ""
-    ratio = faces[0].area / max(faces[1].area, 1e-9)
-    if ratio >= dominant_face_ratio:
-        return faces[0], ""
-    return None, (
-        f"{len(faces)} faces and none dominant (largest is {ratio:.1f}x the next, "
-        f"needs {dominant_face_ratio:g}x): use a photo of this person alone"
-    )
-
-
-def eye_distance(face: Face) -> float:
-    """Return the distance between the two eye centres of ``face``, in pixels."""
-    return float(np.linalg.norm(face.landmarks[1] - face.landmarks[0]))
-
-
-def face_sharpness(image: np.ndarray, face: Face) -> float:
-    """Return the variance of the Laplacian of the face's 112x112 grey aligned crop.
-
-    Higher is sharper. Measured with YuNet and dlib landmarks on 129 LFW and
-    knn-examples photos: every original scored 16 or more (median about 125),
-    while after a Gaussian blur of sigma 3 pixels the median was about 8.
-    """
-    crop = crop_face(image, face.landmarks, face.box, _SHARPNESS_CROP, _SHARPNESS_SIZE, _SHARPNESS_SIZE)
-    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
-
-
-def ignored_reason(name: str) -> str:
-    """Return why a file or folder name is ignored, or "" when it is not."""
-    if name.startswith("._"):
-        return "AppleDouble file (macOS metadata)"
-    if name.startswith("."):
-        return "hidden file"
-    if name.lower() in SYSTEM_NAMES:
-        return "system file"
-    return ""
-
-
 def person_key(name: str) -> tuple[str, str]:
     """Return the gallery key (NFC) of a folder name, or "" and the reason the name is unusable."""
     try:
@@ -245,7 +136,7 @@ def sync_gallery(
     listed as skipped. ``root`` (default ``people_dir``) is the folder that
     symbolic links must stay inside, such as the mount point of a USB stick.
 
-    Returns the result with one report per person, sorted by name, including
+    Returns the result with one report per person, sorted by name ignoring case, including
     removed people. Raises :class:`EdgefaceError` when ``people_dir`` or
     ``gallery_dir`` is unusable, :class:`NothingEnrolledError` when no person
     has a usable photo, and :class:`RemoveEveryoneError` when the gallery
@@ -260,7 +151,7 @@ def sync_gallery(
     if not people_dir.is_dir():
         raise EdgefaceError(f"{people_dir} is a file, not a folder: give the folder that holds one sub-folder of photos per person")
     root = Path(os.path.realpath(root if root is not None else people_dir))
-    if not _inside(Path(os.path.realpath(people_dir)), root):
+    if not is_inside(Path(os.path.realpath(people_dir)), root):
         raise EdgefaceError(f"{people_dir} is a symbolic link that leads out of {root}: put the people folder itself there")
     Gallery.check_writable(gallery_dir)
     with locked(gallery_dir):
@@ -294,7 +185,7 @@ def _sync_locked(people_dir, gallery_dir, pipeline, rules, root, allow_remove_ev
         for person in previous.people:
             if person not in enrolled:
                 result.people.append(PersonReport(person=person, action="removed", display_name=previous.display_name(person)))
-    result.people.sort(key=lambda r: r.person)
+    result.people.sort(key=lambda r: (r.person.casefold(), r.person))
 
     if not gallery.people:
         _refuse_empty_gallery(people_dir, gallery_dir, previous, allow_remove_everyone, result)
@@ -336,7 +227,7 @@ def _person_folders(people_dir: Path, root: Path, result: EnrolmentResult) -> di
         if reason:
             result.entries.append((name, "ignored", reason))
             continue
-        if path.is_symlink() and not _inside(Path(os.path.realpath(path)), root):
+        if path.is_symlink() and not is_inside(Path(os.path.realpath(path)), root):
             result.entries.append((name, "skipped", "symbolic link that leads out of the stick: copy the folder itself"))
             continue
         if not path.is_dir():
@@ -426,7 +317,7 @@ def _read_folder(folder, person, root, previous, pipeline, rules, gallery_dir, r
             report.skipped.append((path.name + "/", "sub-folder ignored: put this person's photos directly in their folder"))
             continue
 
-        data, reason = _read_photo(path, root, rules)
+        data, reason = read_photo(path, root, rules)
         if data is None:
             if reason.startswith("cannot read") and old_photos and name in old_photos and previous.fingerprint:
                 # A read error is not a removal: keep the vector of the photo enrolled under this name.
@@ -441,14 +332,14 @@ def _read_folder(folder, person, root, previous, pipeline, rules, gallery_dir, r
 
         old = old_photos.get(name) if old_photos else None
         if old is not None and old.sha256 == digest and previous.fingerprint:
-            reason = _quality_reason(old.eye_distance, old.sharpness, rules)
+            reason = quality_reason(old.eye_distance, old.sharpness, rules)
             if reason:
                 report.skipped.append((path.name, reason))
                 continue
             photos[name] = _previous_photo(previous, person, name)
             report.photos[name] = "unchanged"
         else:
-            embedded, reason = _embed_photo(data, path, pipeline, rules)
+            embedded, reason = embed_photo(data, path, pipeline, rules)
             if embedded is None:
                 report.skipped.append((path.name, reason))
                 log.info("person=%s photo=%s skipped: %s", person, name, reason)
@@ -465,86 +356,6 @@ def _read_folder(folder, person, root, previous, pipeline, rules, gallery_dir, r
                     f"cannot keep a copy of {path} in {gallery_dir}: {error.strerror or error}. The gallery is "
                     f"unchanged; free space there or set enrolment.keep_photos to false."
                 ) from error
-
-
-def _read_photo(path: Path, root: Path, rules: EnrolmentRules) -> tuple[bytes | None, str]:
-    """Return the bytes of a photo file, or None and the reason it cannot be used."""
-    try:
-        link = path.is_symlink()
-        real = Path(os.path.realpath(path))
-        if link and not _inside(real, root):
-            return None, "symbolic link that leads out of the stick: copy the photo itself"
-        mode = os.stat(real).st_mode
-    except OSError as error:
-        return None, f"cannot read: {error.strerror or error}"
-    if stat.S_ISDIR(mode):
-        return None, "sub-folder ignored: put this person's photos directly in their folder"
-    if not stat.S_ISREG(mode):
-        return None, "not a regular file (a pipe, device or socket)"
-
-    try:
-        # O_NOFOLLOW: the checked path has no link left, so a link swapped in now fails to open.
-        descriptor = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(descriptor, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                return None, "not a regular file (a pipe, device or socket)"
-            if size == 0:
-                return None, "the file is empty (0 bytes): copy it again from its source"
-            if size > rules.max_file_bytes:
-                return None, (
-                    f"the file is {size / 1048576:.1f} MB, over the limit of {rules.max_file_bytes / 1048576:g} MB "
-                    f"(enrolment.max_file_mb): save a smaller copy of the photo"
-                )
-            data = handle.read(rules.max_file_bytes + 1)
-    except OSError as error:
-        return None, f"cannot read: {error.strerror or error}"
-    if len(data) > rules.max_file_bytes:
-        return None, f"the file grew over the limit of {rules.max_file_bytes / 1048576:g} MB while it was read"
-    return data, ""
-
-
-def _embed_photo(data: bytes, path: Path, pipeline: Pipeline, rules: EnrolmentRules):
-    """Return ``((vector, eye distance, sharpness), "")`` for a usable photo, or ``(None, reason)``."""
-    try:
-        image = decode_image(data, path, rules.max_pixels)
-    except ImageError as error:
-        return None, _short_image_reason(str(error), path)
-    faces = pipeline.detect(image)
-    face, reason = choose_face(faces, rules.dominant_face_ratio)
-    if face is None:
-        if not faces and pipeline.min_face_size:
-            reason += f" (faces smaller than {pipeline.min_face_size} px are ignored)"
-        return None, reason
-
-    eyes = eye_distance(face)
-    sharpness = face_sharpness(image, face)
-    log.debug("photo=%s eye_distance=%.1f sharpness=%.1f", path.name, eyes, sharpness)
-    reason = _quality_reason(eyes, sharpness, rules)
-    if reason:
-        return None, reason
-    return (pipeline.embed(image, [face])[0], eyes, sharpness), ""
-
-
-def _quality_reason(eyes: float | None, sharpness: float | None, rules: EnrolmentRules) -> str:
-    """Return why a face's measurements fail the rules, or ""; unknown measurements pass."""
-    if eyes is not None and eyes < rules.min_eye_distance:
-        return (
-            f"face too small: eyes {eyes:.0f} px apart, needs {rules.min_eye_distance:g} "
-            f"(enrolment.min_eye_distance): use a closer or larger photo"
-        )
-    if sharpness is not None and sharpness < rules.min_sharpness:
-        return (
-            f"face too blurry: sharpness {sharpness:.1f}, needs {rules.min_sharpness:g} "
-            f"(enrolment.min_sharpness): use a sharper photo"
-        )
-    return ""
-
-
-def _short_image_reason(message: str, path: Path) -> str:
-    """Drop the "cannot load image 'path':" prefix, since the report already names the file."""
-    prefix = f"cannot load image {str(path)!r}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
 
 
 def _skip_mixups(enrolled, new_photos, threshold: float, result: EnrolmentResult) -> None:
@@ -628,10 +439,6 @@ def _settle_action(report: PersonReport, previous: Gallery | None, enrolled) -> 
 def _previous_photo(previous: Gallery, person: str, name: str) -> tuple:
     record = previous.photos[person][name]
     return record.sha256, previous.vector_of(person, name), record.eye_distance, record.sharpness
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
 
 
 def _warn_shared_photos(gallery: Gallery, reports: list[PersonReport]) -> None:
