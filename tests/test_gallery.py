@@ -210,3 +210,75 @@ def test_failed_save_keeps_previous_gallery(tmp_path):
     with pytest.raises(GalleryError, match="previous gallery is unchanged"):
         other.save(tmp_path)
     assert (tmp_path / GALLERY_FILE).read_bytes() == before
+
+
+def test_options_and_display_names_round_trip(tmp_path):
+    from edgeface.people import parse_options
+
+    gallery = make_gallery()
+    schedule = parse_options('schedule: [{days: [mon, sat], from: "22:00", to: "06:00"}]\n')
+    gallery.set_details("ana", "Ana\u0301", schedule)
+    gallery.set_details("bo", "bo", parse_options("disabled: true\n"))
+    gallery.save(tmp_path)
+
+    loaded = Gallery.load(tmp_path)
+    assert loaded.display_name("ana") == "Ana\u0301"
+    assert loaded.display_name("bo") == "bo"
+    assert loaded.display_name("nobody") == "nobody"
+    assert loaded.options_of("ana") == schedule
+    assert loaded.options_of("bo").disabled
+    assert loaded.options_of("nobody").is_default
+
+
+def test_removed_person_loses_options():
+    from edgeface.people import parse_options
+
+    gallery = make_gallery()
+    gallery.set_details("bo", "Bo", parse_options("disabled: true\n"))
+    gallery.replace_people({"bo": {}})
+    assert gallery.options_of("bo").is_default
+    assert gallery.display_name("bo") == "bo"
+
+
+def test_format_1_gallery_still_loads(tmp_path):
+    import json
+
+    make_gallery().save(tmp_path)
+    with np.load(tmp_path / GALLERY_FILE) as data:
+        index = data["index"]
+        meta = json.loads(data["meta"].tobytes())
+    old = {key: meta[key] for key in ("model_name", "fingerprint", "dim", "labels")}
+    old["format"] = 1
+    old["photos"] = {p: {n: {"sha256": r["sha256"], "row": r["row"]} for n, r in recs.items()} for p, recs in meta["photos"].items()}
+    with open(tmp_path / GALLERY_FILE, "wb") as handle:
+        np.savez(handle, meta=np.frombuffer(json.dumps(old).encode(), dtype=np.uint8), index=index)
+
+    loaded = Gallery.load(tmp_path)
+    assert loaded.people == ["ana", "bo"]
+    assert loaded.options_of("ana").is_default
+    assert loaded.photos["ana"]["a.jpg"].sharpness is None
+
+
+def test_invalid_stored_options_rejected(tmp_path):
+    import json
+
+    make_gallery().save(tmp_path)
+    with np.load(tmp_path / GALLERY_FILE) as data:
+        index = data["index"]
+        meta = json.loads(data["meta"].tobytes())
+    meta["options"] = {"ana": {"disabled": "sometimes"}}
+    with open(tmp_path / GALLERY_FILE, "wb") as handle:
+        np.savez(handle, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), index=index)
+    with pytest.raises(GalleryError, match="invalid metadata"):
+        Gallery.load(tmp_path)
+
+
+def test_second_lock_on_gallery_rejected(tmp_path):
+    from edgeface.gallery import locked
+
+    with locked(tmp_path):
+        with pytest.raises(GalleryError, match="another enrolment is updating"):
+            with locked(tmp_path):
+                pass
+    with locked(tmp_path):
+        pass

@@ -762,3 +762,33 @@ def test_orl_pgm_is_grey_112_by_92():
 def test_is_image_file(name, expected):
     assert is_image_file(name) is expected
     assert is_image_file(Path(name)) is expected
+
+
+def test_heif_detected_from_content_not_name(tmp_path):
+    from edgeface.imageio import heif_decoder_available, is_heif
+
+    header = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00"
+    assert is_heif(header)
+    assert is_heif(b"\x00\x00\x00\x1cftypmif1")
+    assert not is_heif(b"\x00\x00\x00\x18ftypisom")  # an MP4 video
+    assert not is_heif(b"ftypheic")
+
+    disguised = tmp_path / "photo.jpg"
+    disguised.write_bytes(header + bytes(200))
+    if heif_decoder_available():
+        pytest.skip("pillow-heif is installed, so HEIC files are decoded")
+    with pytest.raises(ImageError, match="HEIC photos need pillow-heif: pip install pillow-heif"):
+        load_image(disguised)
+
+
+def test_decode_image_matches_load_image(tmp_path):
+    from edgeface.imageio import decode_image
+
+    path = tmp_path / "x.png"
+    pixels = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    Image.fromarray(pixels).save(path)
+    np.testing.assert_array_equal(decode_image(path.read_bytes(), path), load_image(path))
+    with pytest.raises(ImageError, match="empty"):
+        decode_image(b"", path)
+    with pytest.raises(ImageError, match="over the limit"):
+        decode_image(path.read_bytes(), path, max_pixels=10)

@@ -21,6 +21,7 @@ from edgeface.config import load_config
 from edgeface.enrolment import EnrolmentRules
 from edgeface.gallery import GALLERY_FILE, PHOTOS_FOLDER, Gallery
 from edgeface.imageio import heif_decoder_available
+from edgeface.people import PersonOptions, PersonOptionsError, parse_options
 from edgeface.pipeline import Pipeline
 from edgeface.sync import REMOVE_EVERYONE_MARKER, REPORT_FILE, SyncError, find_people_dir, sync_stick
 
@@ -527,3 +528,55 @@ def test_killed_sync_leaves_old_or_new_gallery(tmp_path, pipeline, settings):
         assert report.startswith("edgeface enrolment report\n")
         assert report.endswith("\n")
     print("states after each kill:", "".join(seen))
+
+
+# person.yaml parsing and schedules, without models.
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("disabled: yes please\n", "disabled must be true or false"),
+        ("colour: blue\n", "unknown option colour"),
+        ("schedule: weekdays\n", "schedule must be a list"),
+        ('schedule: [{days: [mon], from: "07:30"}]\n', "missing to"),
+        ('schedule: [{days: [funday], from: "07:30", to: "18:00"}]\n', "unknown day 'funday'"),
+        ('schedule: [{days: [], from: "07:30", to: "18:00"}]\n', "days must be a list"),
+        ('schedule: [{days: [mon], from: "7.30", to: "18:00"}]\n', 'must be a time as "HH:MM"'),
+        ('schedule: [{days: [mon], from: "07:30", to: "25:00"}]\n', 'from "00:00" to "24:00"'),
+        ("schedule: [{days: [mon], from: 07:30, to: 18:00}]\n", "must be quoted"),
+        ('schedule: [{days: [mon], from: "08:00", to: "08:00"}]\n', "both 08:00"),
+        ('schedule: [{days: [mon], from: "24:00", to: "08:00"}]\n', "end of a day"),
+        ("schedule: [\n", "not valid YAML"),
+        ("- just a list\n", "expected a mapping"),
+    ],
+)
+def test_invalid_person_yaml_rejected(text, message):
+    with pytest.raises(PersonOptionsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_options(text)
+
+
+def test_empty_person_yaml_is_default():
+    assert parse_options("") == PersonOptions()
+    assert parse_options("# nothing yet\n").is_default
+
+
+def test_schedule_window_past_midnight():
+    options = parse_options('schedule:\n  - days: [Friday]\n    from: "22:00"\n    to: "02:00"\n')
+    friday = datetime.datetime(2026, 12, 11, 23, 59)
+    assert options.access_allowed(friday) == (True, "")
+    assert options.access_allowed(friday.replace(hour=21)) == (False, "schedule")
+    saturday = datetime.datetime(2026, 12, 12, 1, 59)
+    assert options.access_allowed(saturday) == (True, "")
+    assert options.access_allowed(saturday.replace(hour=2, minute=0)) == (False, "schedule")
+    # Friday's early hours belong to Thursday's window, which does not exist.
+    assert options.access_allowed(friday.replace(hour=1)) == (False, "schedule")
+
+
+def test_whole_day_window_and_disabled_wins():
+    options = parse_options('disabled: true\nschedule: [{days: [sun], from: "00:00", to: "24:00"}]\n')
+    sunday = datetime.datetime(2026, 12, 13, 23, 59)
+    assert options.access_allowed(sunday) == (False, "disabled")
+    enabled = PersonOptions(disabled=False, schedule=options.schedule)
+    assert enabled.access_allowed(sunday) == (True, "")
+    assert PersonOptions.from_dict(enabled.as_dict()) == enabled
