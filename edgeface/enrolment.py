@@ -50,8 +50,8 @@ class PersonReport:
 
     ``person`` is the gallery key (the NFC form of the folder name) and
     ``display_name`` the name as written. ``action`` is ``added``,
-    ``changed``, ``unchanged``, ``kept`` (the folder's person.yaml is invalid,
-    so the person stays as enrolled before), ``removed`` (folder gone, or no
+    ``changed``, ``unchanged``, ``kept`` (the folder's person.yaml is invalid
+    or the folder cannot be read, so the person stays as enrolled before), ``removed`` (folder gone, or no
     usable photo left) or ``not enrolled`` (a new person with no usable
     photo). ``photos`` maps each used photo to ``embedded``, ``unchanged`` or
     ``kept`` (unreadable now, so its earlier vector is kept). ``skipped``
@@ -71,6 +71,7 @@ class PersonReport:
     warnings: list[tuple[str, str]] = field(default_factory=list)
     options: PersonOptions | None = None
     options_error: str = ""
+    error: str = ""
 
     def __post_init__(self) -> None:
         if not self.display_name:
@@ -182,8 +183,9 @@ def _sync_locked(people_dir, gallery_dir, pipeline, rules, root, allow_remove_ev
     _warn_shared_photos(gallery, result.people)
 
     if previous is not None:
+        reported = {report.person for report in result.people}
         for person in previous.people:
-            if person not in enrolled:
+            if person not in reported:
                 result.people.append(PersonReport(person=person, action="removed", display_name=previous.display_name(person)))
     result.people.sort(key=lambda r: (r.person.casefold(), r.person))
 
@@ -221,7 +223,11 @@ def _refuse_empty_gallery(people_dir, gallery_dir, previous, allow_remove_everyo
 def _person_folders(people_dir: Path, root: Path, result: EnrolmentResult) -> dict[str, list[tuple[Path, str]]]:
     """Return ``{person key: [(folder, name as written), ...]}``; other entries go to ``result.entries``."""
     folders: dict[str, list[tuple[Path, str]]] = {}
-    for path in sorted(people_dir.iterdir()):
+    try:
+        entries = sorted(people_dir.iterdir())
+    except OSError as error:
+        raise EdgefaceError(f"cannot read the people folder {people_dir}: {error.strerror or error}") from error
+    for path in entries:
         name = path.name
         reason = ignored_reason(name)
         if reason:
@@ -251,26 +257,40 @@ def _read_people(folders, root, previous, pipeline, rules, gallery_dir, result):
         result.people.append(report)
 
         options = _read_options(spellings, report)
-        if report.options_error and previous is not None and key in previous.photos:
-            report.options = previous.options_of(key)
-            report.display_name = previous.display_name(key)
-            if previous.fingerprint:
-                report.action = "kept"
-                enrolled[key] = {name: _previous_photo(previous, key, name) for name in previous.photos[key]}
-                report.photos = {name: "kept" for name in enrolled[key]}
-                continue
-        elif report.options_error:
-            report.action = "not enrolled"
+        if report.options_error:
+            _keep_as_before(report, previous, enrolled)
             continue
-        else:
-            report.options = options
+        report.options = options
 
-        photos = {}
-        for folder, _ in spellings:
-            _read_folder(folder, key, root, previous, pipeline, rules, gallery_dir, report, photos)
+        photos: dict[str, tuple] = {}
+        try:
+            for folder, _ in spellings:
+                _read_folder(folder, key, root, previous, pipeline, rules, gallery_dir, report, photos)
+        except OSError as error:
+            # A folder that cannot be listed (a stick pulled out, a failing
+            # card) says nothing about which photos were removed.
+            report.error = f"the folder cannot be read: {error.strerror or error}"
+            log.warning("person=%s %s; person kept as before", key, report.error)
+            report.photos.clear()
+            report.embedded = 0
+            _keep_as_before(report, previous, enrolled)
+            continue
         enrolled[key] = photos
         new_photos.extend((key, name) for name, status in report.photos.items() if status == "embedded")
     return enrolled, new_photos
+
+
+def _keep_as_before(report: PersonReport, previous: Gallery | None, enrolled) -> None:
+    """Keep a person whose folder could not be used exactly as enrolled before, or leave a new person out."""
+    if previous is None or report.person not in previous.photos or not previous.fingerprint:
+        # NOTE: after a model change the old vectors cannot be kept, so the person is left out.
+        report.action = "not enrolled"
+        return
+    report.action = "kept"
+    report.options = previous.options_of(report.person)
+    report.display_name = previous.display_name(report.person)
+    enrolled[report.person] = {name: _previous_photo(previous, report.person, name) for name in previous.photos[report.person]}
+    report.photos = {name: "kept" for name in enrolled[report.person]}
 
 
 def _read_options(spellings: list[tuple[Path, str]], report: PersonReport) -> PersonOptions:

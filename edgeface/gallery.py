@@ -21,6 +21,7 @@ import fcntl
 import json
 import logging
 import os
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -187,16 +188,16 @@ class Gallery:
     def check_writable(folder: str | os.PathLike[str]) -> None:
         """Raise :class:`GalleryError` unless a gallery can be saved in ``folder``.
 
-        Creates the folder if needed and writes and removes the temporary
-        file, so a long enrolment does not end in a failed save.
+        Creates the folder if needed and writes and removes a probe file, so
+        a long enrolment does not end in a failed save. The probe has its own
+        unique name, so it never truncates the temporary file of a save that
+        another process is writing.
         """
         folder = Path(folder)
-        temporary = folder / (GALLERY_FILE + ".tmp")
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            with open(temporary, "wb"):
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
                 pass
-            temporary.unlink()
         except OSError as error:
             raise GalleryError(
                 f"cannot write a gallery in {folder}: {error.strerror or error}. "

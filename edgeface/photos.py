@@ -22,7 +22,7 @@ import numpy as np
 
 from .alignment import crop_face
 from .detection import Face
-from .errors import ImageError
+from .errors import DetectorError, ImageError, ModelError
 from .imageio import DEFAULT_MAX_PIXELS, decode_image
 from .manifest import ARCFACE_112, CropSpec
 from .pipeline import Pipeline
@@ -183,7 +183,10 @@ def embed_photo(data: bytes, path: Path, pipeline: Pipeline, rules: EnrolmentRul
         image = decode_image(data, path, rules.max_pixels)
     except ImageError as error:
         return None, _short_image_reason(str(error), path)
-    faces = pipeline.detect(image)
+    try:
+        faces = pipeline.detect(image)
+    except (DetectorError, cv2.error) as error:
+        return None, f"face detection failed on this image: {error}"
     face, reason = choose_face(faces, rules.dominant_face_ratio)
     if face is None:
         if not faces and pipeline.min_face_size:
@@ -196,7 +199,11 @@ def embed_photo(data: bytes, path: Path, pipeline: Pipeline, rules: EnrolmentRul
     reason = quality_reason(eyes, sharpness, rules)
     if reason:
         return None, reason
-    return (pipeline.embed(image, [face])[0], eyes, sharpness), ""
+    try:
+        vector = pipeline.embed(image, [face])[0]
+    except (ModelError, cv2.error) as error:
+        return None, f"the embedding model failed on this face: {error}"
+    return (vector, eyes, sharpness), ""
 
 
 def quality_reason(eyes: float | None, sharpness: float | None, rules: EnrolmentRules) -> str:

@@ -130,6 +130,7 @@ class SyncReport:
                     "photos_skipped": len(person.skipped),
                     "options": person.options.as_dict() if person.options is not None else None,
                     "options_error": person.options_error or None,
+                    "error": person.error or None,
                 }
             )
         return {
@@ -164,6 +165,8 @@ class SyncReport:
             lines.append(f"{person.display_name}: {_describe_person(person)}")
             if person.options_error:
                 lines.append(f"  person.yaml: {person.options_error}")
+            if person.error:
+                lines.append(f"  error: {person.error}")
             elif person.options is not None and not person.options.is_default:
                 lines.append(f"  access: {_describe_options(person.options)}")
             for entry in sorted(by_person.get(person.person, []), key=lambda e: (_FILE_ORDER.get(e.status, 9), e.path)):
@@ -269,7 +272,7 @@ def _fail(report: SyncReport, message: str) -> None:
 def _has_problems(result: EnrolmentResult) -> bool:
     if any(status == "skipped" for _, status, _ in result.entries):
         return True
-    return any(p.skipped or p.options_error or p.action == "not enrolled" for p in result.people)
+    return any(p.skipped or p.options_error or p.error or p.action == "not enrolled" for p in result.people)
 
 
 def _file_entries(result: EnrolmentResult | None) -> list[FileEntry]:
@@ -357,12 +360,13 @@ def _log(report: SyncReport) -> None:
 
 
 def _describe_person(person) -> str:
+    cause = "person.yaml is invalid" if person.options_error else person.error
     if person.action == "kept":
-        return f"kept as before ({person.used} photos), because person.yaml is invalid"
+        return f"kept as before ({person.used} photos), because {cause}"
     if person.action == "removed":
         return "removed" + (" (no usable photo left)" if person.skipped else "")
     if person.action == "not enrolled":
-        return "NOT ENROLLED: no usable photo" if not person.options_error else "NOT ENROLLED: person.yaml is invalid"
+        return f"NOT ENROLLED: {cause}" if cause else "NOT ENROLLED: no usable photo"
     photos = f"{person.used} photo{'s' if person.used != 1 else ''} used ({person.embedded} embedded now)"
     return f"{person.action}, {photos}"
 

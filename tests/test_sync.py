@@ -580,3 +580,28 @@ def test_whole_day_window_and_disabled_wins():
     enabled = PersonOptions(disabled=False, schedule=options.schedule)
     assert enabled.access_allowed(sunday) == (True, "")
     assert PersonOptions.from_dict(enabled.as_dict()) == enabled
+
+
+def test_unreadable_folder_keeps_person_as_before(tmp_path, stick, pipeline, monkeypatch):
+    gallery = tmp_path / "gallery"
+    sync_stick(stick, gallery, pipeline, RULES)
+    before = Gallery.load(gallery)
+
+    # The stick fails while obama's folder is listed (as when it is pulled out).
+    failing = people_of(stick) / "obama"
+    listing = Path.iterdir
+
+    def iterdir(self):
+        if self == failing:
+            raise OSError(errno.EIO, "Input/output error")
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    report = sync_stick(stick, gallery, pipeline, RULES)
+    obama = report.result.person("obama")
+    assert obama.action == "kept"
+    assert obama.error == "the folder cannot be read: Input/output error"
+    assert report.status == "partial"
+    assert "obama: kept as before (2 photos), because the folder cannot be read: Input/output error" in report.as_text()
+    after = Gallery.load(gallery)
+    np.testing.assert_array_equal(after.vector_of("obama", "obama.jpg"), before.vector_of("obama", "obama.jpg"))
