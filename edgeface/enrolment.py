@@ -268,7 +268,7 @@ def _read_people(folders, root, previous, pipeline, rules, gallery_dir, result):
                 _read_folder(folder, key, root, previous, pipeline, rules, gallery_dir, report, photos)
         except OSError as error:
             # A folder that cannot be listed (a stick pulled out, a failing
-            # card) says nothing about which photos were removed.
+            # card) does not mean that its photos were removed.
             report.error = f"the folder cannot be read: {error.strerror or error}"
             log.warning("person=%s %s; person kept as before", key, report.error)
             report.photos.clear()
@@ -315,7 +315,7 @@ def _read_options(spellings: list[tuple[Path, str]], report: PersonReport) -> Pe
         report.options_error = f"{OPTIONS_FILE} is not UTF-8 text (byte {error.start}): save it as UTF-8"
     except OSError as error:
         report.options_error = f"cannot read {OPTIONS_FILE}: {error.strerror or error}"
-    log.warning("person=%s options invalid, person kept as before: %s", report.person, report.options_error)
+    log.warning("person=%s person.yaml invalid, so the enrolment of this person is left as it was: %s", report.person, report.options_error)
     return PersonOptions()
 
 

@@ -3,9 +3,9 @@
 A gallery lives in one folder as one file, ``gallery.npz``, holding the
 metadata as JSON (people with their display names and access options, the
 sha256 and quality measurements of each source photo, the model's name and
-fingerprint) and the serialised FAISS index. The photos themselves are not
-kept unless enrolment asks for them: then they are stored by content hash in
-``photos/`` beside the file. Saving writes a temporary
+fingerprint) and the serialised FAISS index. The photos themselves are kept
+only when ``enrolment.keep_photos`` is set. Then they are stored by content
+hash in ``photos/`` beside the file. Saving writes a temporary
 file, fsyncs it, renames it over the old one and fsyncs the folder, so a crash
 at any moment leaves either the old gallery or the new one, never a mix.
 
@@ -94,7 +94,7 @@ class Gallery:
         return len(self.labels)
 
     def options_of(self, person: str) -> PersonOptions:
-        """Return the access options of ``person``: enabled at all times unless their person.yaml says otherwise."""
+        """Return the access options of ``person``: enabled at all times unless their person.yaml sets other options."""
         return self.options.get(person, DEFAULT_OPTIONS)
 
     def display_name(self, person: str) -> str:

@@ -45,7 +45,7 @@ _SHARPNESS_SIZE = 112
 
 @dataclass(frozen=True)
 class EnrolmentRules:
-    """What makes a photo usable for enrolment.
+    """Conditions that a photo must meet to be enrolled.
 
     :param dominant_face_ratio: a photo with several faces is used when the
         largest face's box area is at least this many times the next one's.

@@ -38,7 +38,7 @@ _FILE_ORDER = {"enrolled": 0, "unchanged": 1, "kept": 2, "skipped": 3, "ignored"
 
 
 class SyncError(EdgefaceError):
-    """A sync failed as a whole, and the gallery was left unchanged; ``report`` says why."""
+    """A sync failed as a whole, so the gallery was left unchanged. ``report`` contains the reason."""
 
     def __init__(self, message: str, report: SyncReport) -> None:
         super().__init__(message)
@@ -74,7 +74,7 @@ class SyncReport:
 
     ``status`` is ``ok`` (every file used or ignored), ``partial`` (the
     gallery was updated, but some files or people were skipped) or
-    ``failed`` (the gallery was not changed, ``error`` says why).
+    ``failed`` (the gallery was not changed, and ``error`` contains the reason).
     """
 
     source: str
