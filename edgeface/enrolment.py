@@ -331,7 +331,9 @@ def _read_folder(folder, person, root, previous, pipeline, rules, gallery_dir, r
             report.ignored.append((path.name, reason))
             continue
         if name in photos:
-            report.skipped.append((path.name, "another folder of this person has a photo of the same name: rename one"))
+            report.skipped.append(
+                (path.name, "another photo of this person has the same name (in another folder or Unicode spelling): rename one")
+            )
             continue
         if path.is_dir() and not path.is_symlink():
             report.skipped.append((path.name + "/", "sub-folder ignored: put this person's photos directly in their folder"))

@@ -224,6 +224,8 @@ def _decode_first_frame(file: BinaryIO, path: Path, max_pixels: int) -> Image.Im
     header = file.read(12)
     file.seek(0)
     if is_heif(header):
+        # NOTE: decoding through pillow-heif has not run in the tests, which
+        # have no pillow-heif installed; only the missing-decoder message has.
         if not heif_decoder_available():
             raise _image_error(path, "it is a HEIC/HEIF photo, which Pillow decodes only with a plugin", HEIF_DECODER_MISSING)
         formats.append("HEIF")

@@ -183,6 +183,9 @@ def embed_photo(data: bytes, path: Path, pipeline: Pipeline, rules: EnrolmentRul
         image = decode_image(data, path, rules.max_pixels)
     except ImageError as error:
         return None, _short_image_reason(str(error), path)
+    except Exception as error:  # a decoder plugin (pillow-heif) may raise its own types
+        log.exception("decoding %s failed", path)
+        return None, f"decoding the image failed ({type(error).__name__}: {error}): convert the file to JPEG or PNG"
     try:
         faces = pipeline.detect(image)
     except (DetectorError, cv2.error) as error:
