@@ -206,7 +206,7 @@ def _refuse_empty_gallery(people_dir, gallery_dir, previous, allow_remove_everyo
     if not had_people:
         raise NothingEnrolledError(
             f"no person in {people_dir} has a usable photo, so the gallery at {gallery_dir} was left "
-            f"unchanged: check the photos listed above",
+            f"unchanged: check the skipped photos listed in the report",
             result,
         )
     if not allow_remove_everyone:
@@ -444,7 +444,7 @@ def _settle_action(report: PersonReport, previous: Gallery | None, enrolled) -> 
         return
     old_photos = previous.photos.get(report.person) if previous is not None else None
     if not photos:
-        report.action = "removed" if old_photos else "not enrolled"
+        report.action = "removed" if old_photos is not None else "not enrolled"
         enrolled[report.person] = {}
         return
     if old_photos is None:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import KNN, LFW, ROOT, YUNET, require
+from conftest import KNN, LFW, MOBILEFACENET, ROOT, YUNET, require
 from edgeface.cli import main
 from edgeface.config import load_config
 from edgeface.enrolment import EnrolmentRules
@@ -605,3 +605,30 @@ def test_unreadable_folder_keeps_person_as_before(tmp_path, stick, pipeline, mon
     assert "obama: kept as before (2 photos), because the folder cannot be read: Input/output error" in report.as_text()
     after = Gallery.load(gallery)
     np.testing.assert_array_equal(after.vector_of("obama", "obama.jpg"), before.vector_of("obama", "obama.jpg"))
+
+
+def test_model_change_embeds_every_photo_again(tmp_path, stick, pipeline, yunet_model):
+    from edgeface.registration import register_model
+
+    gallery = tmp_path / "gallery"
+    sync_stick(stick, gallery, pipeline, RULES)
+
+    # The same network registered with another normalisation is another model.
+    other_model = tmp_path / "model" / "other.onnx"
+    other_model.parent.mkdir()
+    shutil.copy(require(MOBILEFACENET), other_model)
+    register_model(other_model, preset_name="arcface112", std=[127.5, 127.5, 127.5])
+    other = Pipeline.from_config(
+        load_config(None, {"detector.backend": "yunet", "detector.yunet_model": str(yunet_model), "embedder.model": str(other_model)})
+    )
+    assert other.fingerprint != pipeline.fingerprint
+    for photo in (people_of(stick) / "alex_lacamoire").iterdir():
+        photo.write_bytes(b"")
+
+    report = sync_stick(stick, gallery, other, RULES)
+    actions = {person.person: (person.action, person.used, person.embedded) for person in report.result.people}
+    assert actions["obama"] == ("changed", 2, 2)
+    assert actions["alex_lacamoire"] == ("removed", 0, 0)
+    loaded = Gallery.load(gallery)
+    assert loaded.fingerprint == other.fingerprint
+    assert "alex_lacamoire" not in loaded.people
