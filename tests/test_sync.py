@@ -512,7 +512,7 @@ def test_killed_sync_leaves_old_or_new_gallery(tmp_path, pipeline, settings):
     for attempt in range(20):
         process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env)
         assert process.stdout.readline().strip() == b"ready"
-        time.sleep(rng.uniform(0.0, 1.0))
+        time.sleep(rng.uniform(0.0, 2.0))
         process.send_signal(signal.SIGKILL)
         process.wait()
         process.stdout.close()
