@@ -346,13 +346,15 @@ def write_atomically(target: Path, temporary: Path, data: bytes) -> None:
 
 
 def _log(report: SyncReport) -> None:
-    level = logging.ERROR if report.status == "failed" else logging.INFO
+    # Skipped files are the stick owner's to fix, so they are listed at INFO
+    # and the summary line carries the level.
+    level = {"ok": logging.INFO, "partial": logging.WARNING}.get(report.status, logging.ERROR)
     log.log(level, "sync source=%s gallery=%s: %s", report.people_dir or report.source, report.gallery, report.summary())
     for entry in report.files:
         if entry.status == "skipped":
-            log.warning("sync skipped %s: %s", entry.path, entry.reason)
+            log.info("sync skipped %s: %s", entry.path, entry.reason)
         for warning in entry.warnings:
-            log.warning("sync warning %s: %s", entry.path, warning)
+            log.info("sync warning %s: %s", entry.path, warning)
     if report.report_file:
         log.info("sync report written to %s", report.report_file)
     elif report.report_note:

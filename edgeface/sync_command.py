@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from .config import load_config
@@ -73,5 +74,6 @@ def run(args: argparse.Namespace) -> int:
         )
     except SyncError as error:
         report = error.report
+        print(f"error: {error}", file=sys.stderr)
     print(json.dumps(report.as_dict(), ensure_ascii=False) if args.json else report.as_text(), end="\n" if args.json else "")
     return report.exit_status

@@ -632,3 +632,14 @@ def test_model_change_embeds_every_photo_again(tmp_path, stick, pipeline, yunet_
     loaded = Gallery.load(gallery)
     assert loaded.fingerprint == other.fingerprint
     assert "alex_lacamoire" not in loaded.people
+
+
+def test_cli_sync_of_wrong_stick_exits_2(tmp_path, settings, capsys):
+    config = write_config(tmp_path, settings)
+    other = tmp_path / "holiday-photos"
+    other.mkdir()
+    assert main(["sync", str(other), "--config", str(config)]) == 2
+    captured = capsys.readouterr()
+    assert "error: no edgeface/people/ folder in" in captured.err
+    assert "result:   FAILED, the gallery was not changed" in captured.out
+    assert not (tmp_path / "gallery" / GALLERY_FILE).exists()
