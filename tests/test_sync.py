@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import KNN, LFW, MOBILEFACENET, ROOT, YUNET, require
 from edgeface.cli import main
@@ -80,6 +81,7 @@ def add_bad_corpus(root, outside):
     for extension in ("png", "bmp", "tif", "webp", "ppm"):
         write_rgb(aaron / f"a.{extension}", face)
     cv2.imwrite(str(aaron / "grey.pgm"), cv2.cvtColor(face, cv2.COLOR_RGB2GRAY))
+    Image.fromarray(face).convert("P", palette=Image.Palette.ADAPTIVE).save(aaron / "a.gif")
     shutil.copy(aaron / "a.png", aaron / "png-named.jpg")
     shutil.copy(aaron / "a.png", aaron / "no-extension")
 
@@ -135,7 +137,8 @@ def test_bad_corpus_outcomes(tmp_path, stick, pipeline):
     assert report.status == "partial"
     assert report.exit_status == 1
 
-    for name in ("a.jpg", "a.png", "a.bmp", "a.tif", "a.webp", "a.ppm", "grey.pgm", "png-named.jpg", "no-extension"):
+    names = ("a.jpg", "a.png", "a.bmp", "a.gif", "a.tif", "a.webp", "a.ppm", "grey.pgm", "png-named.jpg", "no-extension")
+    for name in names:
         assert files[f"Aaron Eckhart/{name}"] == ("enrolled", ""), name
     assert files["obama/obama.jpg"] == ("unchanged", "")
     assert files["obama/inside.jpg"] == ("enrolled", "")
@@ -183,7 +186,7 @@ def test_bad_corpus_outcomes(tmp_path, stick, pipeline):
     after = Gallery.load(gallery)
     assert after.people == ["Aaron Eckhart", "alex_lacamoire", "biden", "kit_harington", "obama", "rose_leslie"]
     assert set(after.photos["obama"]) == {"obama.jpg", "obama2.jpg", "inside.jpg"}
-    assert len(after.photos["Aaron Eckhart"]) == 9
+    assert len(after.photos["Aaron Eckhart"]) == 10
     np.testing.assert_array_equal(after.vector_of("biden", "biden.jpg"), before.vector_of("biden", "biden.jpg"))
 
 
