@@ -117,7 +117,8 @@ def person_key(name: str) -> tuple[str, str]:
         return "", "the folder name is not valid UTF-8: rename the folder on a computer"
     if not name.strip():
         return "", "the folder name is blank: name the folder after the person"
-    if any(unicodedata.category(c).startswith("C") for c in name):
+    # Only control characters (Cc): format characters such as ZWNJ belong in some names.
+    if any(unicodedata.category(c) == "Cc" for c in name):
         return "", "the folder name contains control characters: rename the folder"
     return unicodedata.normalize("NFC", name), ""
 

@@ -279,20 +279,25 @@ def _file_entries(result: EnrolmentResult | None) -> list[FileEntry]:
     """Flatten a result into one entry per file, with its person's folder name as the path prefix."""
     if result is None:
         return []
-    entries = [FileEntry(path=name, status=status, reason=reason) for name, status, reason in result.entries]
+    entries = [FileEntry(path=_readable(name), status=status, reason=reason) for name, status, reason in result.entries]
     for person in result.people:
-        prefix = person.display_name + "/"
+        prefix = _readable(person.display_name) + "/"
         warnings: dict[str, list[str]] = {}
         for name, message in person.warnings:
             warnings.setdefault(name, []).append(message)
         for name, status in person.photos.items():
             shown = "enrolled" if status == "embedded" else status
-            entries.append(FileEntry(prefix + name, shown, person=person.person, warnings=warnings.get(name, [])))
+            entries.append(FileEntry(prefix + _readable(name), shown, person=person.person, warnings=warnings.get(name, [])))
         for name, reason in person.skipped:
-            entries.append(FileEntry(prefix + name, "skipped", reason, person=person.person))
+            entries.append(FileEntry(prefix + _readable(name), "skipped", reason, person=person.person))
         for name, reason in person.ignored:
-            entries.append(FileEntry(prefix + name, "ignored", reason, person=person.person))
+            entries.append(FileEntry(prefix + _readable(name), "ignored", reason, person=person.person))
     return entries
+
+
+def _readable(name: str) -> str:
+    """Return a file name with bytes that are not UTF-8 shown as ``\\xNN``, so the report encodes as UTF-8."""
+    return os.fsencode(name).decode("utf-8", errors="backslashreplace")
 
 
 def _write_to_stick(report: SyncReport, stick_folder: Path) -> None:

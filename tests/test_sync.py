@@ -646,3 +646,20 @@ def test_cli_sync_of_wrong_stick_exits_2(tmp_path, settings, capsys):
     assert "error: no edgeface/people/ folder in" in captured.err
     assert "result:   FAILED, the gallery was not changed" in captured.out
     assert not (tmp_path / "gallery" / GALLERY_FILE).exists()
+
+
+def test_unusable_folder_names_reported(tmp_path, stick, pipeline):
+    people = people_of(stick)
+    os.mkdir(os.fsencode(people) + b"/Ren\xe9")
+    (people / "tab\there").mkdir()
+    persian = "\u0645\u06cc\u200c\u0631\u0648\u0632"  # a name with a zero-width non-joiner
+    (people / persian).mkdir()
+    shutil.copy(lfw_photo("Adam_Sandler"), people / persian / "1.jpg")
+
+    report = sync_stick(stick, tmp_path / "gallery", pipeline, RULES)
+    files = files_of(report)
+    assert files["Ren\\xe9"] == ("skipped", "the folder name is not valid UTF-8: rename the folder on a computer")
+    assert files["tab\there"] == ("skipped", "the folder name contains control characters: rename the folder")
+    assert report.result.person(persian).action == "added"
+    assert persian in Gallery.load(tmp_path / "gallery").people
+    assert "Ren\\xe9: skipped" in (stick / "edgeface" / REPORT_FILE).read_text(encoding="utf-8")
