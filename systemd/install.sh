@@ -322,7 +322,8 @@ check_and_start() {
         system systemctl start edgeface.service
         return 0
     fi
-    if runuser -u "$USER_NAME" -- "$VENV/bin/edgeface" doctor --config "$CONFIG_DIR/config.yaml"; then
+    # From /, because the user edgeface cannot enter the clone in a home folder.
+    if (cd / && runuser -u "$USER_NAME" -- "$VENV/bin/edgeface" doctor --config "$CONFIG_DIR/config.yaml"); then
         systemctl start edgeface.service
         echo "edgeface is running: follow it with 'journalctl -u edgeface -f'"
     else
