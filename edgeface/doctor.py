@@ -1,10 +1,10 @@
 """``edgeface doctor``: check that this machine can run the door service.
 
-The doctor loads the config and then checks, one line each, the embedding
-model against its manifest's sha256, the face detector, the gallery, the
-camera, GPIO access to the door pins, the MQTT broker (when enabled) and
-the free disk space at the state folders. Every FAIL line is followed by
-the fix.
+The doctor loads the config and then checks the embedding model against
+its manifest's sha256, the face detector, the gallery and the camera. It
+also checks GPIO access to the door pins, the MQTT broker (when enabled)
+and the free disk space at the state folders. Each check prints one line,
+and every FAIL line is followed by the fix.
 
 The checks stay cheap: models are hashed and the detector is created, but
 nothing is inferred. The camera is listed (picamera2) or opened for one
@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("/etc/edgeface/config.yaml")
 # Saving the gallery writes a full second copy before the rename, and the
-# event log grows to events.max_events rows; 200 MiB leaves room for both
-# with the default settings and thumbnails off.
+# event log grows to events.max_events rows. 200 MiB is an estimate that
+# leaves room for both with the default settings and thumbnails off.
 MIN_FREE_BYTES = 200 * 1024 * 1024
 MQTT_TIMEOUT_SECONDS = 5.0
 CAMERA_OPEN_TIMEOUT_MS = 5000
@@ -71,7 +71,7 @@ def fail(name: str, message: str, fix: str) -> CheckResult:
 
 @dataclass
 class Hardware:
-    """Where the doctor finds GPIO, device nodes and the user it checks for.
+    """The GPIO backend, device folder, user and limits that the checks use.
 
     :param pin_factory: a gpiozero pin factory; ``None`` uses gpiozero's
         default (lgpio on Raspberry Pi OS Bookworm).
@@ -225,9 +225,8 @@ def check_gallery(config: dict, manifest: Any) -> CheckResult:
 def check_camera(config: dict) -> CheckResult:
     """Check that the configured camera source can deliver frames.
 
-    ``picamera2`` is imported and must list at least one camera; the
-    camera itself is not opened, so the check does not disturb a running
-    daemon. Other sources are opened with OpenCV and one frame is read; a
+    ``picamera2`` is imported and must list at least one camera. The camera
+    itself is not opened, so the check does not disturb a running daemon. Other sources are opened with OpenCV and one frame is read; a
     folder of images must hold at least one image.
     """
     source = config["camera"]["source"]
@@ -370,8 +369,8 @@ def _check_gpio_nodes(hardware: Hardware) -> CheckResult:
 def _can_read_write(path: Path, user: str) -> bool:
     """Return whether ``user`` may open ``path`` for reading and writing, by its mode bits.
 
-    NOTE: POSIX ACLs are not read; Raspberry Pi OS grants GPIO access by
-    the gpio group alone.
+    NOTE: POSIX ACLs are not read, because Raspberry Pi OS grants GPIO
+    access by the gpio group alone.
     """
     try:
         entry = pwd.getpwnam(user)

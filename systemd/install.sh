@@ -218,6 +218,7 @@ write_config() {
     local default="$ROOT$CONFIG_DIR/config.yaml.default" config="$ROOT$CONFIG_DIR/config.yaml"
     local generated
     generated="$(mktemp)"
+
     # The repository's config.yaml with the state and model paths of this
     # installation. awk tracks the section, because several sections share
     # key names (camera.source, enrolment.source).
@@ -239,6 +240,8 @@ write_config() {
         echo "install.sh: config.yaml in $SOURCE_DIR lacks detector.yunet_model, embedder.model, gallery.path or events.database" >&2
         exit 1
     }
+
+    # The shipped copy is always refreshed; the user's copy only when absent.
     install_file 0640 "$generated" "$default"
     if [ -e "$config" ]; then
         if cmp -s "$generated" "$config"; then
@@ -250,6 +253,7 @@ write_config() {
         install_file 0640 "$generated" "$config"
     fi
     rm -f "$generated"
+
     system chown root:"$USER_NAME" "$default" "$config"
 }
 

@@ -377,7 +377,7 @@ def test_gpiochip_without_permission_fails(setup):
     assert "usermod -aG gpio nobody" in failed[0].fix
 
 
-def test_gpiochip_open_to_all_passes_for_other_user(setup):
+def test_gpiochip_world_access_passes(setup):
     (setup.hardware.device_dir / "gpiochip0").chmod(0o666)
     setup.hardware.user = "nobody"
 

@@ -222,7 +222,8 @@ def test_door_unit_runs_notify_daemon_with_watchdog():
     assert unit["ExecStart"] == ["/opt/edgeface/venv/bin/edgeface run --config /etc/edgeface/config.yaml"]
     assert unit["Restart"] == ["always"]
     assert unit["WatchdogSec"] == ["30s"]
-    assert "StartLimitBurst" in unit and "StartLimitIntervalSec" in unit
+    assert "StartLimitBurst" in unit
+    assert "StartLimitIntervalSec" in unit
     assert unit["User"] == ["edgeface"]
     assert unit["SupplementaryGroups"] == ["gpio video"]
     assert unit["StateDirectory"] == ["edgeface"]
@@ -235,7 +236,7 @@ def test_door_unit_runs_notify_daemon_with_watchdog():
 def test_door_unit_leaves_devices_reachable():
     unit = unit_settings("edgeface.service")
 
-    # Each of these makes systemd deny /dev/gpiochip* and /dev/video*.
+    # Each of these can make systemd deny /dev/gpiochip* and /dev/video*.
     for key in ("PrivateDevices", "DevicePolicy", "DeviceAllow", "ProtectClock"):
         assert key not in unit, key
 
