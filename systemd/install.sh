@@ -226,6 +226,8 @@ write_config() {
         BEGIN { print "# Installed by systemd/install.sh: the repository'"'"'s config.yaml with the"
                 print "# paths of the service. Edit this file; install.sh never overwrites it,"
                 print "# and writes its own copy to config.yaml.default for comparison."
+                print "# Keep gallery.path and events.database under " state ": the service"
+                print "# may write nowhere else (ProtectSystem=strict in edgeface.service)."
                 print "" }
         /^[a-z_]+:/ { section = substr($1, 1, length($1) - 1) }
         section == "detector" && /^  yunet_model: / { print "  yunet_model: " models "/face_detection_yunet_2023mar.onnx"; done["yunet_model"] = 1; next }

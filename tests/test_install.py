@@ -246,6 +246,7 @@ def test_sync_unit_mounts_stick_read_only():
     mount = unit_settings("media-edgeface.mount")
 
     assert sync["Type"] == ["oneshot"]
+    assert sync["SuccessExitStatus"] == ["1"]
     assert sync["BindsTo"] == ["media-edgeface.mount"]
     assert sync["ExecStart"][0].endswith(f"sync --config /etc/edgeface/config.yaml {mount['Where'][0]}")
     assert "ro" in mount["Options"][0].split(",")
