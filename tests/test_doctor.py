@@ -212,6 +212,13 @@ def test_missing_yunet_model_fails(setup):
     assert "OpenCV model zoo" in result.fix
 
 
+def test_yunet_detector_loads(setup, yunet_model):
+    result = only(check(setup, **{"detector.backend": "yunet", "detector.yunet_model": str(yunet_model)}), "detector")
+
+    assert result.ok, result.message
+    assert "YuNet loads" in result.message
+
+
 def test_missing_gallery_fails_with_enrol_fix(setup):
     result = only(check(setup, **{"gallery.path": str(setup.root / "state" / "other")}), "gallery")
 
@@ -265,6 +272,23 @@ def test_picamera2_missing_fails_with_apt_fix(setup, monkeypatch):
 
     assert not result.ok
     assert "apt install python3-picamera2" in result.fix
+
+
+def test_picamera2_numpy_mismatch_names_constraints(setup, monkeypatch, tmp_path):
+    # The error apt's simplejpeg raises at import when the venv has numpy 2.
+    package = tmp_path / "site" / "picamera2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        'raise ValueError("numpy.dtype size changed, may indicate binary incompatibility")\n'
+    )
+    monkeypatch.delitem(sys.modules, "picamera2")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+
+    result = only(check(setup), "camera")
+
+    assert not result.ok
+    assert "numpy.dtype size changed" in result.message
+    assert "constraints.txt" in result.fix
 
 
 def test_video_file_source_reads_frame(setup):

@@ -9,6 +9,7 @@ changes the machine the tests run on.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -138,6 +139,27 @@ def test_install_writes_files_and_prints_system_commands(tmp_path, models):
     for command in ("apt-get install", "python3-picamera2", "python3-lgpio", "useradd --system", "usermod --append --groups gpio,video edgeface", "systemctl start edgeface.service"):
         assert command in result.stdout, command
     assert "constraints.txt" in result.stdout
+
+
+def test_install_exports_model_unless_it_matches(tmp_path):
+    root = tmp_path / "root"
+    models = root / "opt/edgeface/models"
+    models.mkdir(parents=True)
+    model = models / "dlib_resnet_v1.onnx"
+    model.write_bytes(b"exported earlier")
+    manifest = models / "dlib_resnet_v1.json"
+    manifest.write_text(json.dumps({"sha256": hashlib.sha256(b"exported earlier").hexdigest()}))
+    command = ["--root", str(root), "--no-system", "--skip-pip", "--python", sys.executable]
+
+    matching = run_script(INSTALL, *command)
+    model.write_bytes(b"changed since the export")
+    changed = run_script(INSTALL, *command)
+
+    assert matching.returncode == 0, matching.stderr
+    assert "dlib_resnet_v1.onnx is in place and matches its manifest" in matching.stdout
+    assert "-m export dlib-resnet" not in matching.stdout
+    assert changed.returncode == 0, changed.stderr
+    assert f"skipped (--skip-pip): {root}/opt/edgeface/venv/bin/python -m export dlib-resnet --out {models}" in changed.stdout
 
 
 @pytest.mark.skipif(shutil.which("systemctl") is None, reason="systemctl not installed (Debian package systemd)")
