@@ -399,6 +399,7 @@ def _claim_pin(label: str, pin: Any, hardware: Hardware, make: Callable[[Any, An
     except GPIOPinInUse as error:
         return fail("gpio", f"{name} is in use: {error}", "stop the program that holds it; for edgeface itself: sudo systemctl stop edgeface")
     except Exception as error:  # pin factories raise their own library's error types
+        log.debug("claiming %s failed", name, exc_info=True)
         return fail(
             "gpio",
             f"cannot claim {name}: {type(error).__name__}: {error}",

@@ -7,6 +7,7 @@ and MQTT a mosquitto broker started on a free loopback port.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -455,8 +456,6 @@ def broker(tmp_path):
 
 
 def _is_root() -> bool:
-    import os
-
     return os.geteuid() == 0
 
 
