@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, demo
 from .config import load_config
 from .errors import EdgefaceError, ImageError
 
@@ -72,6 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--simulate-relay", action="store_true", default=None, help="drive a simulated relay pin instead of GPIO (door.simulate)")
     run.add_argument("--fast", action="store_true", help="replay a video file or image folder as fast as frames are processed (camera.realtime: false)")
     run.set_defaults(handler=_run)
+
+    demo.add_commands(commands)
 
     model = commands.add_parser("model", help="manage embedding models")
     model_commands = model.add_subparsers(dest="model_command", required=True)
