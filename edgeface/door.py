@@ -65,6 +65,7 @@ class Door:
                 pin_factory=pin_factory,
             )
             self._relay.off()
+            self._relay_pin = self._relay.pin
             if settings["contact_pin"] is not None:
                 self._contact = Button(_pin(settings["contact_pin"]), pull_up=True, bounce_time=0.05, pin_factory=pin_factory)
                 self._contact.when_released = self._contact_opened
@@ -78,8 +79,8 @@ class Door:
 
     @property
     def relay_pin(self) -> Any:
-        """The gpiozero pin object of the relay (a MockPin when simulated)."""
-        return self._relay.pin
+        """The gpiozero pin object of the relay (a MockPin when simulated), kept after :meth:`close`."""
+        return self._relay_pin
 
     @property
     def unlocked(self) -> bool:

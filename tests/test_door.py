@@ -12,23 +12,13 @@ from edgeface.config import defaults
 from edgeface.door import Door
 from edgeface.errors import ConfigError
 
+from conftest import on_intervals
+
 
 def settings(**changes):
     door = defaults()["door"]
     door.update({"unlock_seconds": 0.3, **changes})
     return door
-
-
-def on_intervals(pin):
-    """Return the (start, length) of every period the pin was active, from its state history."""
-    intervals, start = [], None
-    for state in pin.states:
-        if state.state and start is None:
-            start = state.timestamp
-        elif not state.state and start is not None:
-            intervals.append((start, state.timestamp - start))
-            start = None
-    return intervals, start is not None
 
 
 def wait_for(condition, timeout=5.0):
