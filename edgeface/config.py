@@ -69,8 +69,8 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     },
     "camera": {
         "source": Setting(str, "picamera2"),
-        "width": Setting(int, 1280, 64, 8192),
-        "height": Setting(int, 720, 64, 8192),
+        "width": Setting(int, 640, 64, 8192),
+        "height": Setting(int, 480, 64, 8192),
         "max_fps": Setting(float, 8.0, 0.1, 120.0),
         "realtime": Setting(bool, True),
         "read_timeout": Setting(float, 2.0, 0.1, 60.0),

@@ -9,7 +9,9 @@ the door. On top of that rule:
 - the grant happens only in a frame with at most ``max_faces`` faces good
   enough to judge, so a stranger cannot walk in beside an enrolled person;
 - the person must be enabled and inside their schedule;
-- no grant within ``cooldown_seconds`` of the previous one.
+- no grant within ``cooldown_seconds`` of the previous one (the person
+  just granted, seen again as a new track in that time, is not reported
+  again).
 
 Each track produces each kind of outcome at most once, so a person who
 stays in front of the camera is one event in the log, not one per frame.
@@ -95,6 +97,7 @@ class AccessDecider:
         self.params = params
         self.policy = policy
         self.last_grant: float | None = None
+        self.last_person: str | None = None
 
     @staticmethod
     def decided(track: Track) -> bool:
@@ -135,8 +138,13 @@ class AccessDecider:
             track.state["decided"] = True
             return self._once(track, reason or "refused", person, False, votes, len(window), best, now)
         if self.last_grant is not None and now - self.last_grant < p.cooldown_seconds:
+            if person == self.last_person:
+                # The person just let in, seen again as a new track: nothing to decide.
+                track.state["decided"] = True
+                return None
             return self._once(track, "cooldown", person, False, votes, len(window), best, now)
         self.last_grant = now
+        self.last_person = person
         track.state["decided"] = True
         return Outcome(track.id, person, True, "granted", votes, len(window), best, now)
 

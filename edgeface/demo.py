@@ -37,7 +37,7 @@ SAMPLE_PREFIX = "face_recognition-1.3.0/tests/test_images/"
 #: Photo held in the video for this many seconds each, in this order.
 VISIT = [("biden.jpg", 3.0), ("obama2.jpg", 3.0), ("obama3.jpg", 3.0)]
 VIDEO_FPS = 10.0
-VIDEO_SIZE = (960, 720)
+VIDEO_SIZE = (640, 480)
 
 
 def add_commands(commands) -> None:

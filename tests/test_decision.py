@@ -121,6 +121,10 @@ def test_cooldown_after_a_grant():
     assert [o.reason for o in run(decider, first, ["ann"] * 3)] == ["granted"]
     second = new_track(tracker, x=800)
     assert [o.reason for o in run(decider, second, ["bob"] * 3, start=1.0)] == ["cooldown"]
+    # Ann again, on a new track, within the cooldown: she was just let in; nothing to report.
+    again = new_track(tracker, x=2400)
+    assert run(decider, again, ["ann"] * 3, start=1.0) == []
+    assert decider.decided(again)
     third = new_track(tracker, x=1600)
     assert [o.reason for o in run(decider, third, ["bob"] * 3, start=10.0)] == ["granted"]
 
