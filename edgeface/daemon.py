@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
 from .decision import AccessDecider, DecisionParams, Outcome
 from .door import Door
 from .errors import EdgefaceError
 from .gallery import GALLERY_FILE, Gallery
 from .notify import Notifier
-from .pipeline import Pipeline
+from .pipeline import Pipeline, StageTimes
 from .quality import eye_distance, sharpness
 from .tracking import Tracker
 from .voting import Match, VotingParams, vote
@@ -104,6 +105,8 @@ class Daemon:
             self.tracker = Tracker(decision["track_iou"], decision["track_timeout"])
             self.min_eye_distance = decision["min_eye_distance"]
             self.min_sharpness = decision["min_sharpness"]
+            self.thumbnails = config["events"]["thumbnails"]
+            self._stage_ms: dict[str, float] = {}
             if events is None:
                 from .events import EventLog
 
@@ -194,6 +197,7 @@ class Daemon:
         return {
             "uptime_s": round(time.monotonic() - self._started, 1),
             "fps": round(self._fps, 2),
+            "last_frame_ms": {stage: round(ms, 1) for stage, ms in self._stage_ms.items()},
             "frames": self.counters["frames"],
             "faces": self.counters["faces"],
             "grants": self.counters["grants"],
@@ -280,6 +284,7 @@ class Daemon:
         self._last_frame_time = now
         self.counters["frames"] += 1
 
+        self.pipeline.times = StageTimes()
         rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
         faces = self.pipeline.detect(rgb)
         judged = [f for f in faces if eye_distance(f) >= self.min_eye_distance and sharpness(rgb, f) >= self.min_sharpness]
@@ -304,17 +309,19 @@ class Daemon:
         for (face, track), match in zip(todo, matches):
             outcome = self.decider.observe(track, match, now, len(judged), when)
             if outcome is not None:
-                self._decide(outcome)
+                thumbnail = _thumbnail(frame.image, face) if self.thumbnails else None
+                self._decide(outcome, thumbnail)
                 outcomes.append(outcome)
+        self._stage_ms.update({"detect": self.pipeline.times.detect, "embed": self.pipeline.times.embed})
         return outcomes
 
-    def _decide(self, outcome: Outcome) -> None:
+    def _decide(self, outcome: Outcome, thumbnail: bytes | None = None) -> None:
         event = outcome.as_event()
         if outcome.person is not None and self.gallery is not None and hasattr(self.gallery, "display_name"):
             event["name"] = self.gallery.display_name(outcome.person)
         self.last_decision = event
         self.recent.append(outcome)
-        self._record("decision", event)
+        self._record("decision", event, thumbnail)
         name = event.get("name", outcome.person) or "Unknown"
         distance = "-" if outcome.distance is None else f"{outcome.distance:.3f}"
         if outcome.granted:
@@ -409,9 +416,9 @@ class Daemon:
     def _remote_sync(self) -> None:
         log.info("sync requested over MQTT; run it with: edgeface sync (the USB service does this on plug-in)")
 
-    def _record(self, kind: str, data: dict[str, Any]) -> None:
+    def _record(self, kind: str, data: dict[str, Any], thumbnail: bytes | None = None) -> None:
         try:
-            self.events.record(kind, data)
+            self.events.record(kind, data, thumbnail=thumbnail)
         except Exception:  # the event log promises not to raise; the door loop goes on regardless
             log.exception("recording a %s event failed", kind)
         if self.mqtt is not None:
@@ -432,6 +439,20 @@ class Daemon:
         c = self.counters
         camera = f"camera fault {self._camera_fault}" if self._camera_fault else f"{self._fps:.1f} fps"
         return f"{camera}; {self._people()} people; {c['grants']} granted, {c['denials']} denied, {c['faults']} faults"
+
+
+def _thumbnail(image: np.ndarray, face: Any, size: int = 96) -> bytes | None:
+    """Return a JPEG of the face box, at most ``size`` pixels on its longer side."""
+    height, width = image.shape[:2]
+    x, y, w, h = (int(round(v)) for v in face.box)
+    crop = image[max(y, 0):min(y + h, height), max(x, 0):min(x + w, width)]
+    if crop.size == 0:
+        return None
+    scale = size / max(crop.shape[:2])
+    if scale < 1:
+        crop = cv2.resize(crop, (max(1, int(crop.shape[1] * scale)), max(1, int(crop.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return data.tobytes() if ok else None
 
 
 def run_from_config(config: dict) -> int:

@@ -92,7 +92,9 @@ def test_singer_is_granted_within_seconds_and_nobody_else(tmp_path, dlib_resnet)
     assert len(intervals) == len(grants)
 
     log = EventLog(config["events"]["database"])
-    decisions = [e.data for e in log.recent(100, kind="decision")]
+    events = log.recent(100, kind="decision")
+    decisions = [e.data for e in events]
+    assert all(log.thumbnail(e.id) is None for e in events)  # thumbnails are off by default
     log.close()
     assert sorted((d["person"], d["granted"], d["reason"]) for d in decisions) == sorted(
         (o.person, o.granted, o.reason) for o in outcomes
@@ -108,7 +110,7 @@ def test_singer_and_pianist_both_granted_and_nobody_else(tmp_path, dlib_resnet):
     matches nobody at this threshold.
     """
     require(CLIP)
-    config = make_config(tmp_path, dlib_resnet, CLIP, **yunet_settings(), **{"matching.threshold": 0.47})
+    config = make_config(tmp_path, dlib_resnet, CLIP, **yunet_settings(), **{"matching.threshold": 0.47, "events.thumbnails": True})
     pipeline = enrol(config, {SINGER: HAMILTON / "lin-manuel-miranda.png", PIANIST: HAMILTON / "alex-lacamoire.png"})
     daemon = Daemon(config, pipeline=pipeline)
     assert daemon.run() == 0
@@ -117,6 +119,12 @@ def test_singer_and_pianist_both_granted_and_nobody_else(tmp_path, dlib_resnet):
     assert {o.person for o in grants} == {SINGER, PIANIST}
     assert min(o.time for o in grants if o.person == PIANIST) < 3.0
     check_pulses(daemon, 0.5)
+
+    log = EventLog(config["events"]["database"])
+    for event in log.recent(100, kind="decision"):
+        thumbnail = cv2.imdecode(np.frombuffer(log.thumbnail(event.id), np.uint8), cv2.IMREAD_COLOR)
+        assert thumbnail is not None and max(thumbnail.shape[:2]) <= 96
+    log.close()
 
 
 # -- faults -------------------------------------------------------------------
