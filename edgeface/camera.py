@@ -144,6 +144,7 @@ class Camera:
         """
         delay = FIRST_RECONNECT_SECONDS
         fault_clock: float | None = None  # camera clock at the start of the current fault episode
+        attempts = 0  # failed opens and sessions in the current fault episode
         last_time = 0.0
         try:
             while not self._should_end():
@@ -155,6 +156,7 @@ class Camera:
                             log.info("%s recovered after %.1f s; frame=%d", self.description, downtime, frame.index)
                             yield CameraRecovered(time=frame.time, downtime=downtime)
                             fault_clock = None
+                            attempts = 0
                             delay = FIRST_RECONNECT_SECONDS
                         last_time = frame.time
                         yield frame
@@ -168,8 +170,13 @@ class Camera:
                         yield CameraFault(kind=error.kind, message=error.message, time=fault_time)
                     if not self._source.live and error.kind != "open_failed":
                         return
+                    attempts += 1
                     log.warning(
-                        "%s: %s; reconnecting in %g s", self.description, error.kind, delay
+                        "%s: %s (failure %d of this fault); reconnecting in %g s",
+                        self.description,
+                        error.kind,
+                        attempts,
+                        delay,
                     )
                     self._sleep(delay)
                     delay = min(delay * 2, self._settings["reconnect_max_seconds"])
@@ -193,7 +200,7 @@ class Camera:
         frozen = FrozenDetector(settings["frozen_seconds"], self.description) if live else None
         timeout = settings["open_timeout"]  # the first frame may wait for a stream's key frame
         last_slot: int | None = None
-        replay_start = self._clock()
+        replay_start = self._clock() if pace else 0.0
 
         while not self._should_end():
             raw = self._source.read(timeout)
