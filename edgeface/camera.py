@@ -2,10 +2,10 @@
 
 :class:`Camera` turns ``camera.source`` into a source (see
 :mod:`edgeface.camera_sources`), and :meth:`Camera.stream` yields
-:class:`Frame` values at most ``camera.max_fps`` times a second. Any failure
-(no camera, a read timeout, frozen or malformed frames, a lost stream) is
-yielded as one :class:`CameraFault` per fault episode, never raised, so the
-daemon can keep the door locked and report it. The camera then reconnects
+:class:`Frame` values at most ``camera.max_fps`` times a second. A source
+failure (no camera, a read timeout, frozen or malformed frames, a lost
+stream) is yielded as one :class:`CameraFault` per fault episode instead of
+raised, so the daemon can keep the door locked and report it. The camera then reconnects
 with exponential backoff and yields :class:`CameraRecovered` when frames flow
 again. A ``camera.source`` that names nothing usable raises
 :class:`~edgeface.errors.ConfigError` at construction, so the daemon refuses
@@ -134,8 +134,8 @@ class Camera:
         Frames in between are read and dropped, never queued. Live frames that
         repeat the previous frame are dropped too. When they repeat for more
         than ``frozen_seconds`` the camera faults as frozen. Realtime replays
-        wait until each frame's media time has passed on the clock; other
-        replays yield as fast as they are consumed, the same frames either way.
+        wait until each frame's media time has passed on the clock. Other
+        replays yield as fast as they are consumed. Both yield the same frames.
 
         A fault closes the source. Live sources reconnect after 1, 2, 4 ...
         seconds, up to ``reconnect_max_seconds``. A replay reconnects only
@@ -184,7 +184,7 @@ class Camera:
             self._source.close()
 
     def close(self) -> None:
-        """Close the source and end :meth:`stream`; safe to call from another thread and more than once."""
+        """Close the source and end :meth:`stream`. Safe to call from another thread and more than once."""
         self._closed = True
         self._source.close()
 
@@ -347,7 +347,8 @@ def _source_kind(source: str) -> str:
     path = Path(source).expanduser()
     try:
         mode = path.stat().st_mode
-    except OSError:
+    except (OSError, ValueError):
+        # ValueError: a NUL character in the path.
         return "missing"
     if stat.S_ISDIR(mode):
         return "folder"

@@ -78,7 +78,7 @@ def distinct_frame(index: int) -> np.ndarray:
 
 
 class FakeCameraSystem:
-    """A fake picamera2 module whose cameras behave as the test says, one behaviour per Picamera2() call.
+    """A fake picamera2 module whose cameras behave as each test sets, one behaviour per Picamera2() call.
 
     A behaviour is an exception (raised by the constructor) or a function of
     the capture number that returns the image or raises. The last behaviour
