@@ -149,7 +149,7 @@ class Camera:
         try:
             while not self._should_end():
                 try:
-                    self._source.open()
+                    self._open_source()
                     for frame in self._read_frames():
                         if fault_clock is not None:
                             downtime = self._clock() - fault_clock
@@ -191,6 +191,27 @@ class Camera:
     def _should_end(self) -> bool:
         return self._closed or self._stop.is_set()
 
+    def _open_source(self) -> None:
+        try:
+            self._source.open()
+        except SourceError:
+            raise
+        except Exception as error:
+            # Sources report expected failures as SourceError. Anything else is
+            # logged with its traceback and still becomes a fault, so the door
+            # daemon keeps running with the door locked.
+            log.exception("unexpected error opening %s", self.description)
+            raise SourceError("open_failed", f"opening {self.description} failed: {type(error).__name__}: {error}") from error
+
+    def _read_source(self, timeout: float) -> RawFrame | None:
+        try:
+            return self._source.read(timeout)
+        except SourceError:
+            raise
+        except Exception as error:
+            log.exception("unexpected error reading %s", self.description)
+            raise SourceError("disconnected", f"reading {self.description} failed: {type(error).__name__}: {error}") from error
+
     def _read_frames(self) -> Iterator[Frame]:
         """Yield checked, stamped and decimated frames of one open session; raise SourceError on a fault."""
         settings = self._settings
@@ -203,7 +224,7 @@ class Camera:
         replay_start = self._clock() if pace else 0.0
 
         while not self._should_end():
-            raw = self._source.read(timeout)
+            raw = self._read_source(timeout)
             if raw is None:
                 return
             timeout = settings["read_timeout"]

@@ -654,3 +654,19 @@ def test_opencv_reader_thread_reads_video():
         source.close()
 
     assert source.read(1.0) is None
+
+
+def test_replay_unexpected_error_is_fault(image_folder, monkeypatch):
+    folder, _ = image_folder
+
+    def broken_loader(path):
+        raise MemoryError("no memory for the test image")
+
+    monkeypatch.setattr("edgeface.camera_sources.load_image", broken_loader)
+    camera = Camera(camera_settings(source=str(folder), realtime=False), stop=threading.Event())
+
+    items = list(camera.stream())
+
+    assert kinds(items) == ["CameraFault"]
+    assert items[0].kind == "disconnected"
+    assert "MemoryError" in items[0].message
