@@ -127,6 +127,11 @@ class Camera:
     def __repr__(self) -> str:
         return f"<Camera {self.description} max_fps={self._settings['max_fps']:g} closed={self._closed}>"
 
+    @property
+    def live(self) -> bool:
+        """True for cameras and streams (frame times from ``clock``), False for replays (media time)."""
+        return self._source.live
+
     def stream(self) -> Iterator[Frame | CameraFault | CameraRecovered]:
         """Yield frames, and faults and recoveries, until a replay ends, ``stop`` is set or :meth:`close` is called.
 

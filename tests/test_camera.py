@@ -184,6 +184,7 @@ def test_video_nonrealtime_count_and_times():
 
     frames = list(camera.stream())
 
+    assert not camera.live
     assert all(isinstance(frame, Frame) for frame in frames)
     # One frame per 1/8 s slot of media time over 275 frames at 29.97 fps: slots 0..73.
     assert len(frames) == 74
@@ -400,7 +401,7 @@ def test_config_resolves_relative_source(tmp_path):
 # picamera2 (fake module)
 
 
-def test_picamera2_frames_configured_bgr(fake_picamera2):
+def test_picamera2_frames_and_configuration(fake_picamera2):
     system = fake_picamera2([distinct_frame])
     stop = threading.Event()
     camera = Camera(
@@ -423,6 +424,10 @@ def test_picamera2_frames_configured_bgr(fake_picamera2):
     assert all(frame.image.shape == (48, 64, 3) for frame in frames)
     indexes = [frame.index for frame in frames]
     assert indexes == sorted(set(indexes))
+    # RGB888 arrays are already in OpenCV's BGR order, so channels pass through unswapped.
+    for frame in frames:
+        assert np.array_equal(frame.image, distinct_frame(frame.index))
+    assert camera.live
 
     instance = system.instances[0]
     assert instance.config["main"] == {"size": (64, 48), "format": "RGB888"}
