@@ -675,3 +675,12 @@ def test_replay_unexpected_error_is_fault(image_folder, monkeypatch):
     assert kinds(items) == ["CameraFault"]
     assert items[0].kind == "disconnected"
     assert "MemoryError" in items[0].message
+
+
+def test_describe_source_malformed_inputs():
+    unparsable = describe_source("rtsp://door:s3cret@[::1/stream")
+    bad_port = describe_source("rtsp://door:s3cret@cam.local:99999/stream")
+
+    assert "s3cret" not in unparsable
+    assert "s3cret" not in bad_port
+    assert describe_source("clip\0.mp4").startswith("missing path")
