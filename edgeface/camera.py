@@ -2,10 +2,10 @@
 
 :class:`Camera` turns ``camera.source`` into a source (see
 :mod:`edgeface.camera_sources`), and :meth:`Camera.stream` yields
-:class:`Frame` values at most ``camera.max_fps`` times a second. Any failure
-(no camera, a read timeout, frozen or malformed frames, a lost stream) is
-yielded as one :class:`CameraFault` per fault episode, never raised, so the
-daemon can keep the door locked and report it. The camera then reconnects
+:class:`Frame` values at most ``camera.max_fps`` times a second. A source
+failure (no camera, a read timeout, frozen or malformed frames, a lost
+stream) is yielded as one :class:`CameraFault` per fault episode instead of
+raised, so the daemon can keep the door locked and report it. The camera then reconnects
 with exponential backoff and yields :class:`CameraRecovered` when frames flow
 again. A ``camera.source`` that names nothing usable raises
 :class:`~edgeface.errors.ConfigError` at construction, so the daemon refuses
@@ -127,6 +127,11 @@ class Camera:
     def __repr__(self) -> str:
         return f"<Camera {self.description} max_fps={self._settings['max_fps']:g} closed={self._closed}>"
 
+    @property
+    def live(self) -> bool:
+        """True for cameras and streams (frame times from ``clock``), False for replays (media time)."""
+        return self._source.live
+
     def stream(self) -> Iterator[Frame | CameraFault | CameraRecovered]:
         """Yield frames, and faults and recoveries, until a replay ends, ``stop`` is set or :meth:`close` is called.
 
@@ -134,8 +139,8 @@ class Camera:
         Frames in between are read and dropped, never queued. Live frames that
         repeat the previous frame are dropped too. When they repeat for more
         than ``frozen_seconds`` the camera faults as frozen. Realtime replays
-        wait until each frame's media time has passed on the clock; other
-        replays yield as fast as they are consumed, the same frames either way.
+        wait until each frame's media time has passed on the clock. Other
+        replays yield as fast as they are consumed. Both yield the same frames.
 
         A fault closes the source. Live sources reconnect after 1, 2, 4 ...
         seconds, up to ``reconnect_max_seconds``. A replay reconnects only
@@ -144,17 +149,19 @@ class Camera:
         """
         delay = FIRST_RECONNECT_SECONDS
         fault_clock: float | None = None  # camera clock at the start of the current fault episode
+        attempts = 0  # failed opens and sessions in the current fault episode
         last_time = 0.0
         try:
             while not self._should_end():
                 try:
-                    self._source.open()
+                    self._open_source()
                     for frame in self._read_frames():
                         if fault_clock is not None:
                             downtime = self._clock() - fault_clock
                             log.info("%s recovered after %.1f s; frame=%d", self.description, downtime, frame.index)
                             yield CameraRecovered(time=frame.time, downtime=downtime)
                             fault_clock = None
+                            attempts = 0
                             delay = FIRST_RECONNECT_SECONDS
                         last_time = frame.time
                         yield frame
@@ -168,8 +175,13 @@ class Camera:
                         yield CameraFault(kind=error.kind, message=error.message, time=fault_time)
                     if not self._source.live and error.kind != "open_failed":
                         return
+                    attempts += 1
                     log.warning(
-                        "%s: %s; reconnecting in %g s", self.description, error.kind, delay
+                        "%s: %s (failure %d of this fault); reconnecting in %g s",
+                        self.description,
+                        error.kind,
+                        attempts,
+                        delay,
                     )
                     self._sleep(delay)
                     delay = min(delay * 2, self._settings["reconnect_max_seconds"])
@@ -177,12 +189,33 @@ class Camera:
             self._source.close()
 
     def close(self) -> None:
-        """Close the source and end :meth:`stream`; safe to call from another thread and more than once."""
+        """Close the source and end :meth:`stream`. Safe to call from another thread and more than once."""
         self._closed = True
         self._source.close()
 
     def _should_end(self) -> bool:
         return self._closed or self._stop.is_set()
+
+    def _open_source(self) -> None:
+        try:
+            self._source.open()
+        except SourceError:
+            raise
+        except Exception as error:
+            # Sources report expected failures as SourceError. Anything else is
+            # logged with its traceback and still becomes a fault, so the door
+            # daemon keeps running with the door locked.
+            log.exception("unexpected error opening %s", self.description)
+            raise SourceError("open_failed", f"opening {self.description} failed: {type(error).__name__}: {error}") from error
+
+    def _read_source(self, timeout: float) -> RawFrame | None:
+        try:
+            return self._source.read(timeout)
+        except SourceError:
+            raise
+        except Exception as error:
+            log.exception("unexpected error reading %s", self.description)
+            raise SourceError("disconnected", f"reading {self.description} failed: {type(error).__name__}: {error}") from error
 
     def _read_frames(self) -> Iterator[Frame]:
         """Yield checked, stamped and decimated frames of one open session; raise SourceError on a fault."""
@@ -193,10 +226,10 @@ class Camera:
         frozen = FrozenDetector(settings["frozen_seconds"], self.description) if live else None
         timeout = settings["open_timeout"]  # the first frame may wait for a stream's key frame
         last_slot: int | None = None
-        replay_start = self._clock()
+        replay_start = self._clock() if pace else 0.0
 
         while not self._should_end():
-            raw = self._source.read(timeout)
+            raw = self._read_source(timeout)
             if raw is None:
                 return
             timeout = settings["read_timeout"]
@@ -340,7 +373,8 @@ def _source_kind(source: str) -> str:
     path = Path(source).expanduser()
     try:
         mode = path.stat().st_mode
-    except OSError:
+    except (OSError, ValueError):
+        # ValueError: a NUL character in the path.
         return "missing"
     if stat.S_ISDIR(mode):
         return "folder"

@@ -3,7 +3,7 @@
 Every source has the same small interface: ``open()``, ``read(timeout)`` and
 ``close()``. ``read`` returns a :class:`RawFrame`, or None when a replay has
 ended or the source was closed, and raises :class:`SourceError` with a fault
-kind and a message that says what to check.
+kind and a message that names what to check.
 
 Live sources (picamera2, OpenCV devices and stream URLs) call blocking driver
 functions, so a reader thread owns the driver object: it opens the device,
@@ -35,7 +35,7 @@ from .imageio import is_image_file, load_image
 log = logging.getLogger(__name__)
 
 # Seconds between checks of the stop event while waiting for a frame or for
-# a device to open, so that shutdown never waits longer than this.
+# a device to open, so a shutdown ends those waits within this time.
 _STOP_POLL_SECONDS = 0.1
 
 _PICAMERA2_HINT = (

@@ -232,7 +232,7 @@ def _check_relations(config: dict) -> None:
 def _resolve_camera_source(source: str, base: Path) -> str:
     """Resolve a camera source that is a file or folder path against ``base``.
 
-    ``picamera2``, device numbers and URLs are returned unchanged; the same
+    ``picamera2``, device numbers and URLs are returned unchanged. The same
     rules pick the source type in :mod:`edgeface.camera`.
     """
     if source == "picamera2" or re.fullmatch(r"[0-9]+", source) or "://" in source:
