@@ -90,7 +90,11 @@ class YuNetDetector:
             )
         # OpenCV 5 warns on stderr that its new graph engine ignores the
         # preferred target on every create; the warning is harmless noise.
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        # OpenCV 4.x wheels (the last ones that support numpy 1.x, which the
+        # Pi's apt camera packages need) have no cv2.utils.logging.
+        opencv_logging = getattr(cv2.utils, "logging", None)
+        if opencv_logging is not None:
+            opencv_logging.setLogLevel(opencv_logging.LOG_LEVEL_ERROR)
         try:
             self._net = cv2.FaceDetectorYN.create(
                 str(model_path), "", (320, 320), score_threshold, nms_threshold, top_k

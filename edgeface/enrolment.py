@@ -127,8 +127,9 @@ def sync_gallery(
     people_dir: str | Path,
     gallery_dir: str | Path,
     pipeline: Pipeline,
-    rules: EnrolmentRules | None = None,
+    rules: EnrolmentRules | float | None = None,
     *,
+    threshold: float | None = None,
     root: str | Path | None = None,
     allow_remove_everyone: bool = False,
 ) -> EnrolmentResult:
@@ -137,6 +138,8 @@ def sync_gallery(
     Only photos directly inside a person's folder are read; sub-folders are
     listed as skipped. ``root`` (default ``people_dir``) is the folder that
     symbolic links must stay inside, such as the mount point of a USB stick.
+    ``rules`` may also be a number, the dominant face ratio, with the
+    matching ``threshold`` beside it and the other rules at their defaults.
 
     Returns the result with one report per person, sorted by name ignoring case, including
     removed people. Raises :class:`EdgefaceError` when ``people_dir`` or
@@ -145,7 +148,10 @@ def sync_gallery(
     would lose every enrolled person and ``allow_remove_everyone`` is False.
     In each case the gallery on disk is left unchanged.
     """
-    rules = rules or EnrolmentRules()
+    if rules is None:
+        rules = EnrolmentRules(match_threshold=threshold)
+    elif isinstance(rules, (int, float)):
+        rules = EnrolmentRules(dominant_face_ratio=float(rules), match_threshold=threshold)
     people_dir = Path(people_dir)
     gallery_dir = Path(gallery_dir)
     if not people_dir.exists():

@@ -39,3 +39,7 @@ class GalleryError(EdgefaceError):
 
 class ModelMismatchError(GalleryError):
     """The gallery's vectors come from a different model than the one in use."""
+
+
+class EventLogError(EdgefaceError):
+    """The event log database cannot be created, opened or read."""
