@@ -32,6 +32,7 @@ STATE_PATHS = {
     ("embedder", "model"): "/opt/edgeface/models/dlib_resnet_v1.onnx",
     ("gallery", "path"): "/var/lib/edgeface/gallery",
     ("events", "database"): "/var/lib/edgeface/events.db",
+    ("enrolment", "source"): "/media/edgeface",
 }
 
 
