@@ -1,0 +1,223 @@
+"""Signed remote unlock commands: the signature format, its check, and ``edgeface mqtt sign-unlock``.
+
+An unlock command is the JSON object ``{"ts": ..., "nonce": ..., "hmac": ...}``
+with an optional ``"by"`` (who asks, shown in the event log). ``ts`` is an
+integer unix time in seconds, ``nonce`` 16 to 64 lowercase hex digits that
+the sender never reuses, and ``hmac`` the lowercase hex HMAC-SHA256, keyed
+with the shared secret, of these five lines joined by ``\\n`` (no final
+newline)::
+
+    edgeface-unlock
+    <device_id>
+    <ts>
+    <nonce>
+    <by, or an empty line>
+
+The device id is signed so that a command for one door does not open another
+door that shares the secret. The secret is the text of
+``mqtt.command_secret_file`` without surrounding whitespace, at least 16
+characters (``openssl rand -hex 32`` makes a good one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError, EventLogError
+from .events import EventLog
+
+log = logging.getLogger(__name__)
+
+SECRET_MIN_CHARS = 16
+# Larger payloads are rejected before parsing; a valid command is about 200 bytes.
+PAYLOAD_MAX_BYTES = 1024
+REQUESTER_MAX_CHARS = 64
+
+_NONCE = re.compile(r"[0-9a-f]{16,64}")
+_HMAC = re.compile(r"[0-9a-f]{64}")
+
+
+def load_secret(path: str | os.PathLike[str] | None) -> bytes:
+    """Read the shared command secret.
+
+    :raises ConfigError: the file is not set, cannot be read, or holds fewer
+        than ``SECRET_MIN_CHARS`` characters.
+    """
+    if path is None:
+        raise ConfigError(
+            "mqtt.remote_unlock is true but mqtt.command_secret_file is not set: "
+            "create one with `openssl rand -hex 32 > secret && chmod 600 secret` and set its path"
+        )
+    path = Path(path)
+    try:
+        secret = path.read_bytes().strip()
+        mode = path.stat().st_mode
+    except OSError as error:
+        raise ConfigError(f"cannot read mqtt.command_secret_file {path}: {error.strerror}") from error
+    if len(secret) < SECRET_MIN_CHARS:
+        raise ConfigError(
+            f"mqtt.command_secret_file {path} holds {len(secret)} characters, fewer than {SECRET_MIN_CHARS}: "
+            "create a longer secret with `openssl rand -hex 32`"
+        )
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("command secret file %s is readable by other users; run chmod 600 on it", path)
+    return secret
+
+
+def signing_text(device_id: str, ts: int, nonce: str, requester: str) -> bytes:
+    """Return the bytes that the HMAC of an unlock command covers."""
+    return f"edgeface-unlock\n{device_id}\n{ts}\n{nonce}\n{requester}".encode("utf-8")
+
+
+def sign_unlock(secret: bytes, device_id: str, *, requester: str = "", ts: int | None = None,
+                nonce: str | None = None) -> dict:
+    """Return a signed unlock command for ``device_id``, ready to send as JSON.
+
+    :param requester: who asks; recorded in the event log and signed.
+    :param ts: unix time in seconds; now when None.
+    :param nonce: hex digits; 32 random ones when None.
+    """
+    ts = int(time.time()) if ts is None else ts
+    nonce = secrets.token_hex(16) if nonce is None else nonce
+    digest = hmac.new(secret, signing_text(device_id, ts, nonce, requester), hashlib.sha256).hexdigest()
+    command = {"ts": ts, "nonce": nonce, "hmac": digest}
+    if requester:
+        command["by"] = requester
+    return command
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of checking one unlock command.
+
+    ``reason`` is ``"accepted"`` or why the command was rejected: ``invalid``
+    (not a well-formed command), ``bad_signature``, ``stale`` (``ts`` further
+    than the maximum age from now, either way), ``replay`` (nonce seen
+    before) or ``nonce_store_failed`` (the nonce could not be stored, so a
+    later replay could not be detected).
+    """
+
+    accepted: bool
+    reason: str
+    requester: str = ""
+    nonce: str | None = None
+
+
+class UnlockVerifier:
+    """Check signed unlock commands, remembering nonces to reject replays.
+
+    Nonces are kept in memory and in the event log's database until their
+    command's maximum age has passed, so a captured command cannot be
+    replayed, not even after a restart.
+
+    :param max_age: seconds a command stays valid; also the clock difference
+        tolerated between the sender and this machine.
+    """
+
+    def __init__(self, secret: bytes, device_id: str, max_age: float, events: EventLog) -> None:
+        self._secret = secret
+        self._device_id = device_id
+        self._max_age = max_age
+        self._events = events
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def check(self, payload: bytes, now: float | None = None) -> Verdict:
+        """Return whether ``payload`` is a fresh, correctly signed unlock command for this door."""
+        now = time.time() if now is None else now
+        parsed = _parse(payload)
+        if parsed is None:
+            return Verdict(False, "invalid")
+        ts, nonce, digest, requester = parsed
+
+        # The signature is checked before anything is stored, so that
+        # unsigned traffic cannot fill the nonce table.
+        expected = hmac.new(self._secret, signing_text(self._device_id, ts, nonce, requester), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, digest):
+            return Verdict(False, "bad_signature", requester, nonce)
+        if abs(now - ts) > self._max_age:
+            return Verdict(False, "stale", requester, nonce)
+
+        with self._lock:
+            self._seen = {n: expiry for n, expiry in self._seen.items() if expiry >= now}
+            if nonce in self._seen:
+                return Verdict(False, "replay", requester, nonce)
+            expires = ts + self._max_age
+            self._seen[nonce] = expires
+            try:
+                fresh = self._events.remember_nonce(nonce, expires)
+            except EventLogError as error:
+                log.error("rejecting unlock command: %s", error)
+                return Verdict(False, "nonce_store_failed", requester, nonce)
+        if not fresh:
+            return Verdict(False, "replay", requester, nonce)
+        return Verdict(True, "accepted", requester, nonce)
+
+
+def _parse(payload: bytes) -> tuple[int, str, str, str] | None:
+    if len(payload) > PAYLOAD_MAX_BYTES:
+        return None
+    try:
+        command = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(command, dict):
+        return None
+    ts, nonce, digest = command.get("ts"), command.get("nonce"), command.get("hmac")
+    requester = command.get("by", "")
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        return None
+    if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
+        return None
+    if not isinstance(digest, str) or not _HMAC.fullmatch(digest):
+        return None
+    if not isinstance(requester, str) or len(requester) > REQUESTER_MAX_CHARS or not requester.isprintable():
+        return None
+    return ts, nonce, digest, requester
+
+
+# -- command line ------------------------------------------------------------
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``edgeface mqtt sign-unlock`` to the command line."""
+    mqtt = subparsers.add_parser("mqtt", help="MQTT tools")
+    commands = mqtt.add_subparsers(dest="mqtt_command", required=True)
+    sign = commands.add_parser(
+        "sign-unlock",
+        help="print a signed unlock command for edgeface/<device_id>/command/unlock",
+        description="Print a signed unlock command (JSON) on stdout, valid for mqtt.command_max_age seconds. "
+        "Send it with: mosquitto_pub -t edgeface/<device_id>/command/unlock -q 1 -m \"$(edgeface mqtt sign-unlock ...)\"",
+    )
+    sign.add_argument("--config", type=Path, help="config file; gives mqtt.device_id and mqtt.command_secret_file")
+    sign.add_argument("--secret-file", type=Path, help="shared secret file (default: mqtt.command_secret_file)")
+    sign.add_argument("--device-id", help="door to unlock (default: mqtt.device_id)")
+    sign.add_argument("--by", default="", help=f"who asks, up to {REQUESTER_MAX_CHARS} characters; shown in the event log")
+    sign.set_defaults(handler=_sign_unlock_command)
+
+
+def _sign_unlock_command(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    config = load_config(args.config)["mqtt"]
+    device_id = args.device_id or config["device_id"]
+    secret_file = args.secret_file or config["command_secret_file"]
+    if secret_file is None:
+        raise ConfigError("no secret: pass --secret-file FILE or set mqtt.command_secret_file in --config")
+    if len(args.by) > REQUESTER_MAX_CHARS or not args.by.isprintable():
+        raise ConfigError(f"--by must be at most {REQUESTER_MAX_CHARS} printable characters")
+    command = sign_unlock(load_secret(secret_file), device_id, requester=args.by)
+    print(json.dumps(command))
+    return 0
