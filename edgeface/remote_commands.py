@@ -213,6 +213,8 @@ def _sign_unlock_command(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)["mqtt"]
     device_id = args.device_id or config["device_id"]
+    if not device_id or any(c in device_id for c in "/+#") or not device_id.isprintable():
+        raise ConfigError(f"--device-id {device_id!r} must be a non-empty name without '/', '+' or '#'")
     secret_file = args.secret_file or config["command_secret_file"]
     if secret_file is None:
         raise ConfigError("no secret: pass --secret-file FILE or set mqtt.command_secret_file in --config")
