@@ -4,7 +4,8 @@ The log is also the MQTT outbox. :meth:`EventLog.record` stores an event and,
 when the outbox is on, queues it for publication in the same transaction. The
 MQTT bridge reads :meth:`EventLog.pending` and calls
 :meth:`EventLog.mark_published` only once the broker has acknowledged an
-event, so an outage or a crash never loses one.
+event, so an outage or a crash loses no event unless the outbox overflows
+(``outbox_max``).
 
 Several threads and several processes (the door daemon and ``edgeface sync``)
 may write to one file at the same time. The database runs in WAL mode with a
@@ -40,8 +41,9 @@ KINDS = ("decision", "door", "fault", "sync", "command", "system")
 
 SCHEMA_VERSION = 1
 
-# Events kept in memory while the database cannot be written (disk full, file
-# locked for longer than the busy timeout); beyond this the oldest are lost.
+# Events kept in memory while the database cannot be written, for example
+# when the disk is full or another process holds a lock past the busy
+# timeout. Beyond this many, the oldest are lost and counted as dropped.
 UNSAVED_MAX = 1000
 
 # Repeated database errors and outbox drops are logged at most this often.
@@ -178,8 +180,8 @@ class EventLog:
         )
         try:
             connection.execute("PRAGMA journal_mode=WAL")
-            # FULL syncs the WAL on every commit, so a power cut keeps
-            # every event already recorded (at a few milliseconds per write).
+            # FULL syncs the WAL on every commit (one fsync per write), so
+            # recorded events survive a power cut if the storage honours fsync.
             connection.execute("PRAGMA synchronous=FULL")
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:

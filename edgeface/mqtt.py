@@ -5,7 +5,7 @@ receives. Neither is ever waited on by the door loop: :meth:`MqttBridge.wake`
 and :meth:`MqttBridge.update_state` only set flags. Events are published from
 the event log's outbox with QoS 1 in ``seq`` order and marked published only
 when the broker acknowledges them (PUBACK), so a broker outage or a crash
-never loses one. After a restart an event may be sent twice, and subscribers
+loses no event unless the outbox overflows. After a restart an event may be sent twice, and subscribers
 deduplicate by ``id``.
 
 Commands arrive on ``edgeface/<device_id>/command/<name>``. Retained commands
@@ -181,7 +181,7 @@ class MqttBridge:
         self._wake_event.set()
 
     def update_state(self, **state: Any) -> None:
-        """Publish changed door state (retained). Never blocks.
+        """Publish changed door state (retained). Never waits for the network or the database.
 
         Keys: ``door`` ("locked"/"unlocked"), ``contact`` ("open"/"closed"/None),
         ``last_person`` (str or None), ``unknown_present`` (bool),
@@ -453,11 +453,13 @@ class MqttBridge:
             log.exception("MQTT: %s command failed", name)
 
     def _reject(self, name: str, reason: str, requester: str) -> None:
-        log.warning("MQTT: rejected %s command: %s", name, reason)
         now = time.monotonic()
         if now - self._last_rejection_record < REJECTED_RECORD_INTERVAL_SECONDS:
+            log.debug("MQTT: rejected %s command: %s (not recorded, rate limit)", name, reason)
             self._rejections_unrecorded += 1
             return
+        log.warning("MQTT: rejected %s command: %s by=%r (%d more rejected since the last one recorded)",
+                    name, reason, requester, self._rejections_unrecorded)
         self._last_rejection_record = now
         self._events.record("command", {
             "command": name, "accepted": False, "reason": reason, "by": requester or None,

@@ -1,7 +1,7 @@
 """Signed remote unlock commands: the signature format, its check, and ``edgeface mqtt sign-unlock``.
 
 An unlock command is the JSON object ``{"ts": ..., "nonce": ..., "hmac": ...}``
-with an optional ``"by"`` (who asks, shown in the event log). ``ts`` is an
+with an optional ``"by"`` (the requester, shown in the event log). ``ts`` is an
 integer unix time in seconds, ``nonce`` 16 to 64 lowercase hex digits that
 the sender never reuses, and ``hmac`` the lowercase hex HMAC-SHA256, keyed
 with the shared secret, of these five lines joined by ``\\n`` (no final
@@ -52,7 +52,7 @@ _HMAC = re.compile(r"[0-9a-f]{64}")
 def load_secret(path: str | os.PathLike[str] | None) -> bytes:
     """Read the shared command secret.
 
-    :raises ConfigError: the file is not set, cannot be read, or holds fewer
+    :raises ConfigError: the file is not set, cannot be read, or contains fewer
         than ``SECRET_MIN_CHARS`` characters.
     """
     if path is None:
@@ -68,7 +68,7 @@ def load_secret(path: str | os.PathLike[str] | None) -> bytes:
         raise ConfigError(f"cannot read mqtt.command_secret_file {path}: {error.strerror}") from error
     if len(secret) < SECRET_MIN_CHARS:
         raise ConfigError(
-            f"mqtt.command_secret_file {path} holds {len(secret)} characters, fewer than {SECRET_MIN_CHARS}: "
+            f"mqtt.command_secret_file {path} is too short ({len(secret)} characters, minimum {SECRET_MIN_CHARS}): "
             "create a longer secret with `openssl rand -hex 32`"
         )
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -85,7 +85,7 @@ def sign_unlock(secret: bytes, device_id: str, *, requester: str = "", ts: int |
                 nonce: str | None = None) -> dict:
     """Return a signed unlock command for ``device_id``, ready to send as JSON.
 
-    :param requester: who asks; recorded in the event log and signed.
+    :param requester: the requester's name, recorded in the event log and signed.
     :param ts: unix time in seconds; now when None.
     :param nonce: hex digits; 32 random ones when None.
     """
@@ -102,11 +102,14 @@ def sign_unlock(secret: bytes, device_id: str, *, requester: str = "", ts: int |
 class Verdict:
     """The outcome of checking one unlock command.
 
-    ``reason`` is ``"accepted"`` or why the command was rejected: ``invalid``
-    (not a well-formed command), ``bad_signature``, ``stale`` (``ts`` further
-    than the maximum age from now, either way), ``replay`` (nonce seen
-    before) or ``nonce_store_failed`` (the nonce could not be stored, so a
-    later replay could not be detected).
+    ``reason`` is ``"accepted"`` or why the command was rejected:
+
+    - ``invalid``: not a well-formed command;
+    - ``bad_signature``: wrong secret, door or contents;
+    - ``stale``: ``ts`` is further than the maximum age from now, either way;
+    - ``replay``: the nonce was seen before;
+    - ``nonce_store_failed``: the nonce could not be stored, so a later
+      replay could not be detected.
     """
 
     accepted: bool
@@ -204,7 +207,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     sign.add_argument("--config", type=Path, help="config file; gives mqtt.device_id and mqtt.command_secret_file")
     sign.add_argument("--secret-file", type=Path, help="shared secret file (default: mqtt.command_secret_file)")
     sign.add_argument("--device-id", help="door to unlock (default: mqtt.device_id)")
-    sign.add_argument("--by", default="", help=f"who asks, up to {REQUESTER_MAX_CHARS} characters; shown in the event log")
+    sign.add_argument("--by", default="", help=f"requester name, up to {REQUESTER_MAX_CHARS} characters, shown in the event log")
     sign.set_defaults(handler=_sign_unlock_command)
 
 

@@ -112,8 +112,8 @@ def test_max_events_deletes_oldest_rows(tmp_path):
     with EventLog(tmp_path / "events.db", max_events=10, outbox_max=100) as events:
         recorded = [events.record("decision", decision(track=i), thumbnail=b"jpeg%d" % i) for i in range(15)]
 
-        kept = events.recent(limit=100)
-        assert [e.id for e in kept] == [e.id for e in reversed(recorded[5:])]
+        remaining = events.recent(limit=100)
+        assert [e.id for e in remaining] == [e.id for e in reversed(recorded[5:])]
         assert events.thumbnail(recorded[0].id) is None
         assert events.thumbnail(recorded[14].id) == b"jpeg14"
         # Unpublished rows that were deleted count as dropped from the outbox.
@@ -172,17 +172,17 @@ def test_locked_database_keeps_event_in_memory(tmp_path, caplog):
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     with caplog.at_level(logging.WARNING, logger="edgeface.events"):
-        held = events.record("decision", decision(track=2))
-    assert held.seq == -1
+        unsaved = events.record("decision", decision(track=2))
+    assert unsaved.seq == -1
     assert "kept in memory" in caplog.text
     # Still offered for publication while the database is locked.
-    assert [e.id for e in events.pending()] == [held.id]
+    assert [e.id for e in events.pending()] == [unsaved.id]
 
     blocker.execute("ROLLBACK")
     blocker.close()
     third = events.record("decision", decision(track=3))
     assert third.seq > 0
-    assert [e.id for e in events.pending()] == [first.id, held.id, third.id]
+    assert [e.id for e in events.pending()] == [first.id, unsaved.id, third.id]
     assert [e.data["track"] for e in reversed(events.recent())] == [1, 2, 3]
     events.close()
 

@@ -65,7 +65,7 @@ class Relay:
 
 @pytest.fixture
 def bridge_factory(tmp_path):
-    made = []
+    created = []
 
     def make(port, *, events=None, relay=None, on_reload=None, on_sync=None, config=None, **mqtt):
         events = events or EventLog(tmp_path / "events.db")
@@ -76,11 +76,11 @@ def bridge_factory(tmp_path):
             on_reload=on_reload or (lambda: None),
             on_sync=on_sync or (lambda: None),
         )
-        made.append((bridge, events))
+        created.append((bridge, events))
         return bridge, events
 
     yield make
-    for bridge, events in made:
+    for bridge, events in created:
         bridge.stop()
         events.close()
 
@@ -153,7 +153,7 @@ def test_discovery_and_availability(broker, bridge_factory):
     collector.wait_topic(f"{BASE}/availability", b"offline")
     collector.close()
 
-    # Retained: a client connecting later sees the configs and "offline".
+    # Retained: a client connecting later receives the configs and "offline".
     late = Collector(broker.port, ["homeassistant/lock/#", f"{BASE}/availability", f"{BASE}/door"])
     assert late.wait_topic(f"{BASE}/availability").payload == b"offline"
     assert late.wait_topic(f"{BASE}/availability").retain
@@ -396,7 +396,7 @@ def test_remote_unlock_needs_secret(tmp_path):
                        on_unlock=print, on_reload=print, on_sync=print)
         short = tmp_path / "short"
         short.write_text("abc\n")
-        with pytest.raises(ConfigError, match="fewer than 16"):
+        with pytest.raises(ConfigError, match="too short"):
             MqttBridge(make_config(1883, remote_unlock=True, command_secret_file=str(short)), events,
                        on_unlock=print, on_reload=print, on_sync=print)
 
