@@ -164,6 +164,38 @@ def test_writes_from_several_processes(tmp_path):
         assert events.outbox_size() == 450
 
 
+def test_writes_from_several_threads(tmp_path):
+    import threading
+
+    with EventLog(tmp_path / "events.db", busy_timeout=10.0) as events:
+        stored = []
+
+        def write(writer):
+            for i in range(100):
+                stored.append(events.record("decision", {"writer": writer, "n": i}))
+
+        def publish():
+            published = 0
+            while published < 400:
+                batch = events.pending(limit=50)
+                events.mark_published([e.id for e in batch])
+                published += len(batch)
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+        publisher = threading.Thread(target=publish)
+        for thread in (*threads, publisher):
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        publisher.join(timeout=120)
+
+        assert not publisher.is_alive()
+        assert all(event.seq > 0 for event in stored)
+        assert len({event.seq for event in stored}) == 400
+        assert events.outbox_size() == 0
+        assert len(events.recent(limit=1000)) == 400
+
+
 def test_locked_database_keeps_event_in_memory(tmp_path, caplog):
     path = tmp_path / "events.db"
     events = EventLog(path, busy_timeout=0.1)
