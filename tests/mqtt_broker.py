@@ -25,6 +25,25 @@ MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sb
 WAIT_SECONDS = 20.0
 
 
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """Create a test CA and a server certificate for 127.0.0.1; return (ca, certfile, keyfile)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = folder / "ca.pem", folder / "ca.key"
+    cert, key, request = folder / "server.pem", folder / "server.key", folder / "server.csr"
+    extensions = folder / "server.ext"
+    extensions.write_text("subjectAltName=IP:127.0.0.1\n", encoding="utf-8")
+    commands = [
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+         "-days", "2", "-subj", "/CN=edgeface test CA"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", request, "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+         "-days", "2", "-extfile", extensions],
+    ]
+    for command in commands:
+        subprocess.run([str(part) for part in command], check=True, capture_output=True)
+    return ca, cert, key
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -32,19 +51,33 @@ def free_port() -> int:
 
 
 class Broker:
-    """mosquitto with persistence in ``folder``, restartable on the same port."""
+    """mosquitto with persistence in ``folder``, restartable on the same port.
 
-    def __init__(self, folder: Path, port: int) -> None:
+    :param users: user name -> password; when given, anonymous clients are rejected.
+    :param tls: ``(certfile, keyfile)`` of the server; the listener then speaks TLS only.
+    """
+
+    def __init__(self, folder: Path, port: int, *, users: dict[str, str] | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
         self.folder = folder
         self.port = port
         self.config = folder / "mosquitto.conf"
         self.log = folder / "mosquitto.log"
         data = folder / "data"
         data.mkdir(parents=True, exist_ok=True)
+        access = "allow_anonymous true\n"
+        if users:
+            passwords = folder / "passwords"
+            passwords.touch()
+            for user, password in users.items():
+                subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password], check=True)
+            access = f"allow_anonymous false\npassword_file {passwords}\n"
+        if tls:
+            access += f"certfile {tls[0]}\nkeyfile {tls[1]}\n"
         self.config.write_text(
             f"listener {port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
+            + access
+            + "persistence true\n"
             f"persistence_location {data}/\n"
             "log_type all\n"
             # Run as root, mosquitto would switch to the user "mosquitto",

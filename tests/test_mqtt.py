@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from edgeface.errors import ConfigError
 from edgeface.events import EventLog
 from edgeface.mqtt import MqttBridge
 from edgeface.remote_commands import sign_unlock
-from mqtt_broker import Collector, broker, free_port, wait_until  # noqa: F401 - broker is a fixture
+from mqtt_broker import MOSQUITTO, Broker, Collector, broker, free_port, make_certificates, wait_until  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "door1"
@@ -160,6 +161,24 @@ def test_discovery_and_availability(broker, bridge_factory):
     assert late.wait_topic("homeassistant/lock/edgeface_door1/door/config").retain
     assert late.wait_topic(f"{BASE}/door").payload == b"unlocked"
     late.close()
+
+
+def test_health_published_periodically(broker, bridge_factory, tmp_path):
+    events = EventLog(tmp_path / "events.db", outbox_max=10)
+    for i in range(12):
+        events.record("decision", decision(i))
+    collector = Collector(broker.port, [f"{BASE}/health"])
+    bridge, _ = bridge_factory(broker.port, events=events, health_interval=1.0)
+    bridge.update_state(fps=4.0, gallery_size=20, people=4, model="m")
+    bridge.start()
+
+    collector.wait_for(lambda _: len(collector.on(f"{BASE}/health")) >= 3, what="three health messages")
+    health = collector.last(f"{BASE}/health").json()
+    assert health["device"] == DEVICE
+    assert health["outbox_dropped"] == 2
+    assert health["people"] == 4
+    assert health["uptime_seconds"] >= 0
+    collector.close()
 
 
 def test_contact_entity_removed_when_not_wired(broker, bridge_factory):
@@ -413,3 +432,31 @@ def test_password_settings_checked(tmp_path, settings, message):
     with EventLog(tmp_path / "events.db") as events:
         with pytest.raises(ConfigError, match=message):
             MqttBridge(make_config(1883, **settings), events, on_unlock=print, on_reload=print, on_sync=print)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None,
+                    reason="openssl and mosquitto_passwd (package mosquitto) are needed for the TLS test")
+def test_tls_with_password_file(tmp_path, bridge_factory, caplog):
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto not installed: sudo apt-get install mosquitto")
+    ca, cert, key = make_certificates(tmp_path / "certs")
+    server = Broker(tmp_path / "tls-broker", free_port(), users={"door": "s3cret-pass"}, tls=(cert, key))
+    server.start()
+    try:
+        password_file = tmp_path / "mqtt-password"
+        password_file.write_text("s3cret-pass\n")
+        bridge, _ = bridge_factory(server.port, tls=True, ca_certs=str(ca), username="door",
+                                   password_file=str(password_file))
+        bridge.start()
+        wait_until(lambda: bridge.connected, what="the TLS connection with the password from the file")
+
+        wrong, _ = bridge_factory(server.port, tls=True, ca_certs=str(ca), username="door", password="wrong-pass-7341",
+                                  config=None, device_id="door2", events=EventLog(tmp_path / "other.db"))
+        with caplog.at_level("WARNING", logger="edgeface.mqtt"):
+            wrong.start()
+            wait_until(lambda: "broker refused the connection" in caplog.text, what="the refusal to be logged")
+        assert not wrong.connected
+        assert "s3cret-pass" not in caplog.text
+        assert "wrong-pass-7341" not in caplog.text
+    finally:
+        server.stop()
