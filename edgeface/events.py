@@ -220,7 +220,7 @@ class EventLog:
         """
         if kind not in KINDS:
             raise ValueError(f"unknown event kind {kind!r}; known kinds: {', '.join(KINDS)}")
-        text = json.dumps(_strip_nan(data), default=_to_json)
+        text = json.dumps(_strip_nan(data), default=json_default)
         event = Event(id=uuid.uuid4().hex, seq=-1, time=time.time(), kind=kind, data=json.loads(text))
 
         with self._lock:
@@ -512,8 +512,8 @@ def _row_to_event(row: tuple) -> Event:
     return Event(id=event_id, seq=seq, time=stamp, kind=kind, data=json.loads(text))
 
 
-def _to_json(value: Any) -> Any:
-    # NumPy scalars (distances, counts) reach the log from the recognition code.
+def json_default(value: Any) -> Any:
+    """Convert a value that ``json.dumps`` cannot encode: NumPy scalars to numbers, anything else to ``str()``."""
     item = getattr(value, "item", None)
     if callable(item):
         result = item()

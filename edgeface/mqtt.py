@@ -29,7 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from . import __version__
 from .errors import ConfigError
-from .events import Event, EventLog
+from .events import Event, EventLog, json_default
 from .mqtt_discovery import Topics, discovery_messages
 from .remote_commands import PAYLOAD_MAX_BYTES, UnlockVerifier, load_secret
 
@@ -115,6 +115,7 @@ class MqttBridge:
         self._announce = False
         self._state: dict[str, Any] = {}
         self._dirty: set[str] = set()
+        self._unknown_keys: set[str] = set()
         self._health_due = 0.0
         self._started = time.monotonic()
         # Event id -> (paho's message info, monotonic time sent). Only the
@@ -192,7 +193,9 @@ class MqttBridge:
         with self._lock:
             for key, value in state.items():
                 if key not in _RETAINED_STATE and key != "last_person" and key not in _HEALTH_KEYS:
-                    log.warning("MQTT: ignoring unknown state key %r", key)
+                    if key not in self._unknown_keys:
+                        self._unknown_keys.add(key)
+                        log.warning("MQTT: ignoring unknown state key %r (logged once)", key)
                     continue
                 if key in self._state and self._state[key] == value:
                     continue
@@ -279,10 +282,10 @@ class MqttBridge:
     def _publish_state(self, key: str, state: dict) -> None:
         if key == "health":
             self._health_due = time.monotonic() + self._settings["health_interval"]
-            payload = json.dumps(self._health(state))
+            payload = json.dumps(self._health(state), default=json_default)
             self._client.publish(self._topics.health, payload, qos=1, retain=True)
         elif key == "last_person":
-            payload = json.dumps({"person": state.get("last_person"), "time": _now_iso()})
+            payload = json.dumps({"person": state.get("last_person"), "time": _now_iso()}, default=json_default)
             self._client.publish(self._topics.last_person, payload, qos=1, retain=True)
         else:
             attribute, render = _RETAINED_STATE[key]

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from gpiozero import DigitalOutputDevice
 from gpiozero.pins.mock import MockFactory
@@ -169,7 +170,8 @@ def test_health_published_periodically(broker, bridge_factory, tmp_path):
         events.record("decision", decision(i))
     collector = Collector(broker.port, [f"{BASE}/health"])
     bridge, _ = bridge_factory(broker.port, events=events, health_interval=1.0)
-    bridge.update_state(fps=4.0, gallery_size=20, people=4, model="m")
+    # NumPy numbers, as the recognition loop measures them.
+    bridge.update_state(fps=np.float32(4.0), gallery_size=np.int64(20), people=4, model="m")
     bridge.start()
 
     collector.wait_for(lambda _: len(collector.on(f"{BASE}/health")) >= 3, what="three health messages")
@@ -177,6 +179,8 @@ def test_health_published_periodically(broker, bridge_factory, tmp_path):
     assert health["device"] == DEVICE
     assert health["outbox_dropped"] == 2
     assert health["people"] == 4
+    assert health["fps"] == 4.0
+    assert health["gallery_size"] == 20
     assert health["uptime_seconds"] >= 0
     collector.close()
 
