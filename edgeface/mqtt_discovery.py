@@ -94,8 +94,9 @@ def discovery_messages(device_id: str, prefix: str, *, contact_wired: bool) -> l
     def entity(component: str, name: str, obj: str, **fields) -> tuple[str, str]:
         config = {
             "name": name,
+            # No object_id: Home Assistant 2025.10 deprecated it, and without
+            # it entity ids derive from the device and entity names.
             "unique_id": f"{node}_{obj}",
-            "object_id": f"{node}_{obj}",
             "availability_topic": topics.availability,
             "payload_available": "online",
             "payload_not_available": "offline",

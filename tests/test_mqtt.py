@@ -113,6 +113,8 @@ def test_discovery_and_availability(broker, bridge_factory):
     assert lock["state_locked"] == "locked"
     assert lock["unique_id"] == "edgeface_door1_door"
     assert lock["device"]["identifiers"] == ["edgeface_door1"]
+    # Deprecated by Home Assistant; entity ids come from the device and entity names.
+    assert "object_id" not in lock
 
     expected = {
         "sensor/edgeface_door1/last_person": None,
