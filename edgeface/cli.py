@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import __version__, remote_commands
+from . import __version__
 from .config import load_config
 from .errors import EdgefaceError, ImageError
 
@@ -75,7 +75,8 @@ def _build_parser() -> argparse.ArgumentParser:
     register.add_argument("--color", choices=("RGB", "BGR"), help="channel order the model expects")
     register.add_argument("--untrained", action="store_true", help="mark the model as having random weights")
     register.set_defaults(handler=_register)
-    remote_commands.add_commands(commands)
+    from .mqtt_cli import add_commands as add_mqtt_commands
+    add_mqtt_commands(commands)
     return parser
 
 

@@ -105,7 +105,7 @@ class MqttBridge:
             secret = load_secret(settings["command_secret_file"])
             self._verifier = UnlockVerifier(secret, self._device_id, settings["command_max_age"], events)
 
-        self._client = self._make_client(settings, _read_password(settings))
+        self._client = self._make_client(settings, read_password(settings))
 
         self._lock = threading.Lock()
         self._wake_event = threading.Event()
@@ -131,21 +131,8 @@ class MqttBridge:
         return f"<MqttBridge {self._settings['host']}:{self._settings['port']} device={self._device_id!r} {state}>"
 
     def _make_client(self, settings: dict, password: str | None) -> paho.Client:
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"edgeface-{self._device_id}",
-            protocol=paho.MQTTv311,
-            clean_session=True,
-        )
-        client.enable_logger(logging.getLogger("edgeface.mqtt.paho"))
+        client = make_client(settings, f"edgeface-{self._device_id}", password)
         client.will_set(self._topics.availability, "offline", qos=1, retain=True)
-        if settings["username"] is not None:
-            client.username_pw_set(settings["username"], password)
-        if settings["tls"]:
-            try:
-                client.tls_set(ca_certs=settings["ca_certs"], cert_reqs=ssl.CERT_REQUIRED)
-            except (OSError, ssl.SSLError) as error:
-                raise ConfigError(f"cannot use mqtt.ca_certs {settings['ca_certs']}: {error}") from error
         client.reconnect_delay_set(RECONNECT_MIN_SECONDS, RECONNECT_MAX_SECONDS)
         client.max_inflight_messages_set(20)
         client.on_connect = self._handle_connect
@@ -472,7 +459,29 @@ class MqttBridge:
         self._wake_event.set()
 
 
-def _read_password(settings: dict) -> str | None:
+def make_client(settings: dict, client_id: str, password: str | None) -> paho.Client:
+    """Return a paho client (MQTT 3.1.1, clean session) with the user name, password and TLS of ``settings``.
+
+    :raises ConfigError: ``mqtt.ca_certs`` cannot be loaded.
+    """
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311, clean_session=True)
+    client.enable_logger(logging.getLogger("edgeface.mqtt.paho"))
+    if settings["username"] is not None:
+        client.username_pw_set(settings["username"], password)
+    if settings["tls"]:
+        try:
+            client.tls_set(ca_certs=settings["ca_certs"], cert_reqs=ssl.CERT_REQUIRED)
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError(f"cannot use mqtt.ca_certs {settings['ca_certs']}: {error}") from error
+    return client
+
+
+def read_password(settings: dict) -> str | None:
+    """Return the MQTT password from ``mqtt.password`` or ``mqtt.password_file``, or None.
+
+    :raises ConfigError: both are set, the file cannot be read, or a password
+        is set without a user name.
+    """
     password, password_file = settings["password"], settings["password_file"]
     if password is not None and password_file is not None:
         raise ConfigError("set either mqtt.password or mqtt.password_file, not both")

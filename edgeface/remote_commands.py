@@ -1,4 +1,4 @@
-"""Signed remote unlock commands: the signature format, its check, and ``edgeface mqtt sign-unlock``.
+"""Signed remote unlock commands: the signature format and its check.
 
 An unlock command is the JSON object ``{"ts": ..., "nonce": ..., "hmac": ...}``
 with an optional ``"by"`` (the requester, shown in the event log). ``ts`` is an
@@ -16,12 +16,12 @@ newline)::
 The device id is signed so that a command for one door does not open another
 door that shares the secret. The secret is the text of
 ``mqtt.command_secret_file`` without surrounding whitespace, at least 16
-characters (``openssl rand -hex 32`` makes a good one).
+characters (``openssl rand -hex 32`` makes a good one). ``edgeface mqtt
+sign-unlock`` (in :mod:`edgeface.mqtt_cli`) prints a signed command.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import hmac
 import json
@@ -189,40 +189,3 @@ def _parse(payload: bytes) -> tuple[int, str, str, str] | None:
     if not isinstance(requester, str) or len(requester) > REQUESTER_MAX_CHARS or not requester.isprintable():
         return None
     return ts, nonce, digest, requester
-
-
-# -- command line ------------------------------------------------------------
-
-
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``edgeface mqtt sign-unlock`` to the command line."""
-    mqtt = subparsers.add_parser("mqtt", help="MQTT tools")
-    commands = mqtt.add_subparsers(dest="mqtt_command", required=True)
-    sign = commands.add_parser(
-        "sign-unlock",
-        help="print a signed unlock command for edgeface/<device_id>/command/unlock",
-        description="Print a signed unlock command (JSON) on stdout, valid for mqtt.command_max_age seconds. "
-        "Send it with: mosquitto_pub -t edgeface/<device_id>/command/unlock -q 1 -m \"$(edgeface mqtt sign-unlock ...)\"",
-    )
-    sign.add_argument("--config", type=Path, help="config file; gives mqtt.device_id and mqtt.command_secret_file")
-    sign.add_argument("--secret-file", type=Path, help="shared secret file (default: mqtt.command_secret_file)")
-    sign.add_argument("--device-id", help="door to unlock (default: mqtt.device_id)")
-    sign.add_argument("--by", default="", help=f"requester name, up to {REQUESTER_MAX_CHARS} characters, shown in the event log")
-    sign.set_defaults(handler=_sign_unlock_command)
-
-
-def _sign_unlock_command(args: argparse.Namespace) -> int:
-    from .config import load_config
-
-    config = load_config(args.config)["mqtt"]
-    device_id = args.device_id or config["device_id"]
-    if not device_id or any(c in device_id for c in "/+#") or not device_id.isprintable():
-        raise ConfigError(f"--device-id {device_id!r} must be a non-empty name without '/', '+' or '#'")
-    secret_file = args.secret_file or config["command_secret_file"]
-    if secret_file is None:
-        raise ConfigError("no secret: pass --secret-file FILE or set mqtt.command_secret_file in --config")
-    if len(args.by) > REQUESTER_MAX_CHARS or not args.by.isprintable():
-        raise ConfigError(f"--by must be at most {REQUESTER_MAX_CHARS} printable characters")
-    command = sign_unlock(load_secret(secret_file), device_id, requester=args.by)
-    print(json.dumps(command))
-    return 0

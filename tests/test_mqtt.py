@@ -18,6 +18,7 @@ import pytest
 from gpiozero import DigitalOutputDevice
 from gpiozero.pins.mock import MockFactory
 
+from edgeface.cli import main
 from edgeface.config import defaults
 from edgeface.errors import ConfigError
 from edgeface.events import EventLog
@@ -442,7 +443,7 @@ def test_password_settings_checked(tmp_path, settings, message):
 
 @pytest.mark.skipif(shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None,
                     reason="openssl and mosquitto_passwd (package mosquitto) are needed for the TLS test")
-def test_tls_with_password_file(tmp_path, bridge_factory, caplog):
+def test_tls_with_password_file(tmp_path, bridge_factory, caplog, capsys):
     if MOSQUITTO is None:
         pytest.skip("mosquitto not installed: sudo apt-get install mosquitto")
     ca, cert, key = make_certificates(tmp_path / "certs")
@@ -464,5 +465,44 @@ def test_tls_with_password_file(tmp_path, bridge_factory, caplog):
         assert not wrong.connected
         assert "s3cret-pass" not in caplog.text
         assert "wrong-pass-7341" not in caplog.text
+
+        # edgeface mqtt check names the setting to fix.
+        config = write_config(tmp_path, server.port, tls=True, ca_certs=str(ca), username="door", password="wrong-pass-7341")
+        assert main(["mqtt", "check", "--config", str(config)]) == 1
+        assert "check mqtt.username and the password" in capsys.readouterr().err
+        config = write_config(tmp_path, server.port, tls=True, ca_certs=str(ca), username="door",
+                              password_file=str(password_file))
+        assert main(["mqtt", "check", "--config", str(config)]) == 0
+        assert "over TLS" in capsys.readouterr().out
     finally:
         server.stop()
+
+
+# -- edgeface mqtt check ---------------------------------------------------------
+
+
+def write_config(tmp_path: Path, port: int, **mqtt) -> Path:
+    settings = {"enabled": True, "host": "127.0.0.1", "port": port, "device_id": DEVICE, **mqtt}
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps({"mqtt": settings}), encoding="utf-8")
+    return path
+
+
+def test_check_command_connects(broker, tmp_path, capsys):
+    assert main(["mqtt", "check", "--config", str(write_config(tmp_path, broker.port))]) == 0
+    output = capsys.readouterr().out
+    assert f"connected to 127.0.0.1:{broker.port} as anonymous over plain TCP" in output
+
+
+def test_check_command_reports_refusal(tmp_path, capsys):
+    port = free_port()
+    assert main(["mqtt", "check", "--config", str(write_config(tmp_path, port))]) == 1
+    error = capsys.readouterr().err
+    assert f"127.0.0.1:{port} refused the connection" in error
+    assert "mqtt.port" in error
+
+
+def test_check_command_invalid_settings(tmp_path, capsys):
+    config = write_config(tmp_path, 1883, password="x")
+    assert main(["mqtt", "check", "--config", str(config)]) == 2
+    assert "mqtt.username" in capsys.readouterr().err
