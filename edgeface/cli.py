@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, demo
 from .config import load_config
 from .errors import EdgefaceError, ImageError
 
@@ -63,6 +64,16 @@ def _build_parser() -> argparse.ArgumentParser:
     identify.add_argument("--min-votes", type=int, help="fewer votes than this is Unknown (matching.min_votes)")
     identify.add_argument("--margin", type=float, help="Unknown when the runner-up is this close in distance (matching.margin)")
     identify.set_defaults(handler=_identify)
+
+    run = commands.add_parser("run", help="run the door: camera, recognition, relay, events (stops on SIGTERM or Ctrl-C)")
+    run.add_argument("--config", type=Path, help="YAML config file (default: built-in defaults, see config.yaml)")
+    run.add_argument("--source", help="frames from this instead of camera.source: picamera2, a device number, a URL, a video file or an image folder")
+    run.add_argument("--gallery", type=Path, help="gallery folder (gallery.path)")
+    run.add_argument("--simulate-relay", action="store_true", default=None, help="drive a simulated relay pin instead of GPIO (door.simulate)")
+    run.add_argument("--fast", action="store_true", help="replay a video file or image folder as fast as frames are processed (camera.realtime: false)")
+    run.set_defaults(handler=_run)
+
+    demo.add_commands(commands)
 
     model = commands.add_parser("model", help="manage embedding models")
     model_commands = model.add_subparsers(dest="model_command", required=True)
@@ -210,6 +221,27 @@ def _round(value: float | None) -> float | None:
 
 def _format_distance(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .daemon import run_from_config
+
+    overrides = {
+        "camera.source": args.source,
+        "gallery.path": str(args.gallery) if args.gallery is not None else None,
+        "door.simulate": args.simulate_relay,
+        "camera.realtime": False if args.fast else None,
+    }
+    config = load_config(args.config, overrides)
+    # journald adds its own timestamps; a terminal gets them from here.
+    timestamps = "" if "JOURNAL_STREAM" in os.environ else "%(asctime)s "
+    logging.getLogger().handlers.clear()
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format=f"{timestamps}%(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    return run_from_config(config)
 
 
 def _register(args: argparse.Namespace) -> int:

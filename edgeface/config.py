@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,11 +69,12 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     },
     "camera": {
         "source": Setting(str, "picamera2"),
-        "width": Setting(int, 1280, 64, 8192),
-        "height": Setting(int, 720, 64, 8192),
+        "width": Setting(int, 640, 64, 8192),
+        "height": Setting(int, 480, 64, 8192),
         "max_fps": Setting(float, 8.0, 0.1, 120.0),
         "realtime": Setting(bool, True),
         "read_timeout": Setting(float, 2.0, 0.1, 60.0),
+        "open_timeout": Setting(float, 10.0, 0.5, 300.0),
         "frozen_seconds": Setting(float, 10.0, 1.0, 3600.0),
         "reconnect_max_seconds": Setting(float, 30.0, 1.0, 3600.0),
     },
@@ -80,8 +82,9 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "min_frames": Setting(int, 3, 1, 100),
         "window_frames": Setting(int, 5, 1, 100),
         "window_seconds": Setting(float, 2.0, 0.1, 60.0),
-        "min_eye_distance": Setting(float, 30.0, 0.0, 4096.0),
-        "min_sharpness": Setting(float, 15.0, 0.0, 100000.0),
+        "max_faces": Setting(int, 1, 1, 50),
+        "min_eye_distance": Setting(float, 20.0, 0.0, 4096.0),
+        "min_sharpness": Setting(float, 20.0, 0.0, 100000.0),
         "track_iou": Setting(float, 0.3, 0.0, 1.0),
         "track_timeout": Setting(float, 1.5, 0.1, 60.0),
     },
@@ -183,6 +186,8 @@ def _merge(config: dict, data: Any, where: str, base: Path) -> None:
             value = _check_value(f"{section}.{key}", setting, value, where)
             if setting.path and value is not None:
                 value = str((base / Path(value).expanduser()).resolve())
+            if section == "camera" and key == "source":
+                value = _resolve_camera_source(value, base)
             config[section][key] = value
 
 
@@ -222,6 +227,17 @@ def _check_relations(config: dict) -> None:
     device_id = config["mqtt"]["device_id"]
     if not device_id or any(c in device_id for c in "/+#") or not device_id.isprintable():
         raise ConfigError(f"mqtt.device_id {device_id!r} must be a non-empty name without '/', '+' or '#'")
+
+
+def _resolve_camera_source(source: str, base: Path) -> str:
+    """Resolve a camera source that is a file or folder path against ``base``.
+
+    ``picamera2``, device numbers and URLs are returned unchanged. The same
+    rules pick the source type in :mod:`edgeface.camera`.
+    """
+    if source == "picamera2" or re.fullmatch(r"[0-9]+", source) or "://" in source:
+        return source
+    return str((base / Path(source).expanduser()).resolve())
 
 
 def _resolve_paths(config: dict, base: Path) -> None:

@@ -58,3 +58,29 @@ def dlib_resnet(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("dlib-resnet")
     result = export(default_weights(), folder, faces_dir=None, max_faces=0, skip_parity=True)
     return result.fp32_path
+
+
+def pin_history(pin) -> list[tuple[float, bool]]:
+    """Return a mock pin's history as ``(time.monotonic() of the change, state)`` pairs.
+
+    gpiozero's ``MockPin.states`` stores the time since the previous change;
+    the absolute times are rebuilt backwards from the last change.
+    """
+    states = list(pin.states)
+    times, t = [], pin._last_change
+    for state in reversed(states):
+        times.append(t)
+        t -= state.timestamp
+    return list(zip(reversed(times), (bool(s.state) for s in states)))
+
+
+def on_intervals(pin) -> tuple[list[tuple[float, float]], bool]:
+    """Return ``([(start, seconds on), ...], still on)`` for a mock pin's active periods."""
+    intervals, start = [], None
+    for when, state in pin_history(pin):
+        if state and start is None:
+            start = when
+        elif not state and start is not None:
+            intervals.append((start, when - start))
+            start = None
+    return intervals, start is not None

@@ -22,6 +22,6 @@ def test_ci_runs_the_readme_test_command():
 
 def test_readme_starts_with_main_job_then_tests():
     main_job, tests = shell_blocks()[:2]
-    assert "edgeface identify" in main_job
+    assert "edgeface demo" in main_job
     assert "python -m export dlib-resnet" in main_job
     assert "pytest" in tests
