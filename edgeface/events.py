@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -37,7 +38,10 @@ from .errors import EventLogError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("decision", "door", "fault", "sync", "command", "system")
+# The kinds edgeface records. Others are accepted if they match _KIND,
+# because the kind becomes an MQTT topic level (edgeface/<id>/event/<kind>).
+KINDS = ("decision", "door", "alert", "fault", "sync", "command", "system")
+_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 SCHEMA_VERSION = 1
 
@@ -87,12 +91,14 @@ class Event:
         """Return the event as a JSON-ready dict for MQTT and other consumers.
 
         The keys ``id``, ``seq``, ``time`` (ISO 8601, UTC), ``device`` and
-        ``kind`` come first and win over data keys of the same name.
+        ``kind`` come first. A data key with one of these names is renamed
+        with a ``data_`` prefix (a fault's ``kind`` becomes ``data_kind``).
         """
         stamp = datetime.fromtimestamp(self.time, timezone.utc).isoformat(timespec="milliseconds")
         message = {"id": self.id, "seq": self.seq, "time": stamp, "device": device_id, "kind": self.kind}
+        reserved = set(message)
         for key, value in self.data.items():
-            message.setdefault(key, value)
+            message[f"data_{key}" if key in reserved else key] = value
         return message
 
 
@@ -213,13 +219,14 @@ class EventLog:
         error: the error is logged and the event kept in memory until the
         next successful write.
 
-        :param kind: one of ``KINDS``.
+        :param kind: one of ``KINDS``, or another name of lowercase letters,
+            digits and underscores (at most 32), else ValueError.
         :param data: JSON-serialisable values. NumPy scalars are converted,
             other objects are stored as their ``str()``.
         :param thumbnail: JPEG bytes of the face, stored with the row.
         """
-        if kind not in KINDS:
-            raise ValueError(f"unknown event kind {kind!r}; known kinds: {', '.join(KINDS)}")
+        if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+            raise ValueError(f"invalid event kind {kind!r}: use lowercase letters, digits and _, such as {', '.join(KINDS)}")
         text = json.dumps(_strip_nan(data), default=json_default)
         event = Event(id=uuid.uuid4().hex, seq=-1, time=time.time(), kind=kind, data=json.loads(text))
 

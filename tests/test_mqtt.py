@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gpiozero import DigitalOutputDevice
 from gpiozero.pins.mock import MockFactory
 
 from edgeface.cli import main
 from edgeface.config import defaults
+from edgeface.door import Door
 from edgeface.errors import ConfigError
 from edgeface.events import EventLog
 from edgeface.mqtt import MqttBridge
@@ -44,26 +44,27 @@ def decision(i: int) -> dict:
 
 
 class Relay:
-    """The door relay on a mock pin; on_unlock pulses it like the door module will."""
+    """The real door module on mock pins; on_unlock pulses it as the daemon does."""
 
     def __init__(self) -> None:
         self.factory = MockFactory()
-        self.device = DigitalOutputDevice(17, pin_factory=self.factory)
+        settings = defaults()["door"] | {"unlock_seconds": 0.1}
+        self.door = Door(settings, pin_factory=self.factory)
         self.requests: list[str] = []
 
     def unlock(self, requester: str) -> None:
         self.requests.append(requester)
-        self.device.blink(on_time=0.1, off_time=0.01, n=1, background=True)
+        self.door.pulse(f"remote:{requester}")
 
     def pulses(self) -> int:
-        states = [s.state for s in self.factory.pin(17).states]
+        states = [s.state for s in self.door.relay_pin.states]
         return sum(1 for before, after in zip(states, states[1:]) if not before and after)
 
     def is_off(self) -> bool:
-        return not self.factory.pin(17).state
+        return not self.door.relay_pin.state
 
     def close(self) -> None:
-        self.device.close()
+        self.door.close()
 
 
 @pytest.fixture
@@ -202,6 +203,7 @@ BRIDGE_SCRIPT = textwrap.dedent(
     import sys, time
     sys.path.insert(0, sys.argv[1])
     from edgeface.config import defaults
+from edgeface.door import Door
     from edgeface.events import EventLog
     from edgeface.mqtt import MqttBridge
 
