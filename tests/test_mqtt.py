@@ -203,7 +203,6 @@ BRIDGE_SCRIPT = textwrap.dedent(
     import sys, time
     sys.path.insert(0, sys.argv[1])
     from edgeface.config import defaults
-from edgeface.door import Door
     from edgeface.events import EventLog
     from edgeface.mqtt import MqttBridge
 
