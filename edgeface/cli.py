@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, demo, doctor, sync_command
+from . import __version__, demo, doctor, mqtt_cli, sync_command
 from .config import load_config
 from .errors import EdgefaceError, ImageError
 
@@ -88,6 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
     register.add_argument("--untrained", action="store_true", help="mark the model as having random weights")
     register.set_defaults(handler=_register)
     doctor.add_commands(commands)
+    mqtt_cli.add_commands(commands)
     return parser
 
 

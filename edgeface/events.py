@@ -4,7 +4,8 @@ The log is also the MQTT outbox. :meth:`EventLog.record` stores an event and,
 when the outbox is on, queues it for publication in the same transaction. The
 MQTT bridge reads :meth:`EventLog.pending` and calls
 :meth:`EventLog.mark_published` only once the broker has acknowledged an
-event, so an outage or a crash never loses one.
+event, so an outage or a crash loses no event unless the outbox overflows
+(``outbox_max``).
 
 Several threads and several processes (the door daemon and ``edgeface sync``)
 may write to one file at the same time. The database runs in WAL mode with a
@@ -23,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -36,12 +38,16 @@ from .errors import EventLogError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("decision", "door", "fault", "sync", "command", "system")
+# The kinds edgeface records. Others are accepted if they match _KIND,
+# because the kind becomes an MQTT topic level (edgeface/<id>/event/<kind>).
+KINDS = ("decision", "door", "alert", "fault", "sync", "command", "system")
+_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 SCHEMA_VERSION = 1
 
-# Events kept in memory while the database cannot be written (disk full, file
-# locked for longer than the busy timeout); beyond this the oldest are lost.
+# Events kept in memory while the database cannot be written, for example
+# when the disk is full or another process holds a lock past the busy
+# timeout. Beyond this many, the oldest are lost and counted as dropped.
 UNSAVED_MAX = 1000
 
 # Repeated database errors and outbox drops are logged at most this often.
@@ -85,12 +91,14 @@ class Event:
         """Return the event as a JSON-ready dict for MQTT and other consumers.
 
         The keys ``id``, ``seq``, ``time`` (ISO 8601, UTC), ``device`` and
-        ``kind`` come first and win over data keys of the same name.
+        ``kind`` come first. A data key with one of these names is renamed
+        with a ``data_`` prefix (a fault's ``kind`` becomes ``data_kind``).
         """
         stamp = datetime.fromtimestamp(self.time, timezone.utc).isoformat(timespec="milliseconds")
         message = {"id": self.id, "seq": self.seq, "time": stamp, "device": device_id, "kind": self.kind}
+        reserved = set(message)
         for key, value in self.data.items():
-            message.setdefault(key, value)
+            message[f"data_{key}" if key in reserved else key] = value
         return message
 
 
@@ -128,16 +136,22 @@ class EventLog:
         self.outbox_max = outbox_max
         self.outbox = outbox
         self._busy_timeout = busy_timeout
-        self._lock = threading.RLock()
+        # Guards the in-memory state below, never a database call, so that
+        # a thread waiting for the database does not hold up the others.
+        self._lock = threading.Lock()
         self._unsaved: collections.deque[Event] = collections.deque()
         self._unsaved_lost = 0
         self._dropped_fallback = 0
         self._last_warning: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
-        self._connection: sqlite3.Connection | None = self._open()
+        # One connection per thread, so that SQLite itself (WAL, busy
+        # timeout) arbitrates between the door loop and the MQTT publisher.
+        self._connections: dict[int, sqlite3.Connection] = {}
+        self._closed = False
+        self._connections[threading.get_ident()] = self._open()
 
     def __repr__(self) -> str:
-        state = "closed" if self._connection is None else f"unsaved={len(self._unsaved)}"
+        state = "closed" if self._closed else f"unsaved={len(self._unsaved)}"
         return f"<EventLog {str(self.path)!r} max_events={self.max_events} outbox_max={self.outbox_max} {state}>"
 
     # -- opening ---------------------------------------------------------
@@ -178,8 +192,8 @@ class EventLog:
         )
         try:
             connection.execute("PRAGMA journal_mode=WAL")
-            # FULL syncs the WAL on every commit, so a power cut keeps
-            # every event already recorded (at a few milliseconds per write).
+            # FULL syncs the WAL on every commit (one fsync per write), so
+            # recorded events survive a power cut if the storage honours fsync.
             connection.execute("PRAGMA synchronous=FULL")
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -205,36 +219,40 @@ class EventLog:
         error: the error is logged and the event kept in memory until the
         next successful write.
 
-        :param kind: one of ``KINDS``.
+        :param kind: one of ``KINDS``, or another name of lowercase letters,
+            digits and underscores (at most 32), else ValueError.
         :param data: JSON-serialisable values. NumPy scalars are converted,
             other objects are stored as their ``str()``.
         :param thumbnail: JPEG bytes of the face, stored with the row.
         """
-        if kind not in KINDS:
-            raise ValueError(f"unknown event kind {kind!r}; known kinds: {', '.join(KINDS)}")
-        text = json.dumps(_strip_nan(data), default=_to_json)
+        if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+            raise ValueError(f"invalid event kind {kind!r}: use lowercase letters, digits and _, such as {', '.join(KINDS)}")
+        text = json.dumps(_strip_nan(data), default=json_default)
         event = Event(id=uuid.uuid4().hex, seq=-1, time=time.time(), kind=kind, data=json.loads(text))
 
         with self._lock:
+            backlog = list(self._unsaved)
+        try:
+            connection = self._require_connection()
+            connection.execute("BEGIN IMMEDIATE")
             try:
-                connection = self._require_connection()
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    self._write_unsaved(connection)
-                    seq = self._insert(connection, event, text, thumbnail)
-                    self._trim(connection, seq)
-                    connection.execute("COMMIT")
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as error:
+                self._write_backlog(connection, backlog)
+                seq = self._insert(connection, event, text, thumbnail)
+                self._trim(connection, seq)
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            with self._lock:
                 self._keep_unsaved(event)
-                self._warn("write", "cannot write event %s (%s) to %s: %s; kept in memory (%d unsaved)",
-                           event.id, kind, self.path, error, len(self._unsaved))
-                return event
+                unsaved = len(self._unsaved)
+            self._warn("write", "cannot write event %s (%s) to %s: %s; kept in memory (%d unsaved)",
+                       event.id, kind, self.path, error, unsaved)
+            return event
 
-            self._unsaved.clear()
-            return Event(id=event.id, seq=seq, time=event.time, kind=kind, data=event.data)
+        self._forget_backlog(backlog)
+        return Event(id=event.id, seq=seq, time=event.time, kind=kind, data=event.data)
 
     def _insert(self, connection: sqlite3.Connection, event: Event, text: str, thumbnail: bytes | None) -> int:
         cursor = connection.execute(
@@ -246,10 +264,23 @@ class EventLog:
             connection.execute("INSERT INTO outbox (seq) VALUES (?)", (seq,))
         return seq
 
-    def _write_unsaved(self, connection: sqlite3.Connection) -> None:
+    def _write_backlog(self, connection: sqlite3.Connection, backlog: list[Event]) -> None:
         # Events that failed earlier go in first, so the log keeps their order.
-        for event in self._unsaved:
-            self._insert(connection, event, json.dumps(event.data), None)
+        # Another thread may have written them meanwhile, hence OR IGNORE.
+        for event in backlog:
+            cursor = connection.execute(
+                "INSERT OR IGNORE INTO events (id, time, kind, data) VALUES (?, ?, ?, ?)",
+                (event.id, event.time, event.kind, json.dumps(event.data)),
+            )
+            if cursor.rowcount == 1 and self.outbox:
+                connection.execute("INSERT INTO outbox (seq) VALUES (?)", (cursor.lastrowid,))
+
+    def _forget_backlog(self, backlog: list[Event]) -> None:
+        if not backlog:
+            return
+        written = {event.id for event in backlog}
+        with self._lock:
+            self._unsaved = collections.deque(e for e in self._unsaved if e.id not in written)
 
     def _keep_unsaved(self, event: Event) -> None:
         if len(self._unsaved) >= UNSAVED_MAX:
@@ -292,27 +323,32 @@ class EventLog:
         a database error: only the events held in memory are returned then.
         """
         with self._lock:
-            try:
-                connection = self._require_connection()
-                if self._unsaved:
-                    connection.execute("BEGIN IMMEDIATE")
-                    try:
-                        self._write_unsaved(connection)
-                        connection.execute("COMMIT")
-                    except BaseException:
-                        connection.execute("ROLLBACK")
-                        raise
-                    self._unsaved.clear()
-                rows = connection.execute(
-                    "SELECT e.id, e.seq, e.time, e.kind, e.data FROM outbox o JOIN events e ON e.seq = o.seq "
-                    "ORDER BY o.seq LIMIT ?",
-                    (limit,),
-                ).fetchall()
-            except sqlite3.Error as error:
-                self._warn("read", "cannot read the outbox of %s: %s", self.path, error)
+            backlog = list(self._unsaved)
+        try:
+            connection = self._require_connection()
+            if backlog:
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    self._write_backlog(connection, backlog)
+                    connection.execute("COMMIT")
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                self._forget_backlog(backlog)
+            rows = connection.execute(
+                "SELECT e.id, e.seq, e.time, e.kind, e.data FROM outbox o JOIN events e ON e.seq = o.seq "
+                "ORDER BY o.seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        except sqlite3.Error as error:
+            self._warn("read", "cannot read the outbox of %s: %s", self.path, error)
+            with self._lock:
                 return list(self._unsaved)[:limit]
-            events = [_row_to_event(row) for row in rows]
-            return events + list(self._unsaved)[: max(0, limit - len(events))]
+
+        events = [_row_to_event(row) for row in rows]
+        with self._lock:
+            unsaved = list(self._unsaved)
+        return events + unsaved[: max(0, limit - len(events))]
 
     def mark_published(self, ids: list[str]) -> None:
         """Remove events from the outbox once the broker has acknowledged them.
@@ -322,36 +358,35 @@ class EventLog:
         """
         if not ids:
             return
+        published = set(ids)
         with self._lock:
-            wanted = set(ids)
-            self._unsaved = collections.deque(e for e in self._unsaved if e.id not in wanted)
+            self._unsaved = collections.deque(e for e in self._unsaved if e.id not in published)
+        try:
+            connection = self._require_connection()
+            connection.execute("BEGIN IMMEDIATE")
             try:
-                connection = self._require_connection()
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    for start in range(0, len(ids), 500):
-                        chunk = ids[start : start + 500]
-                        marks = ",".join("?" * len(chunk))
-                        connection.execute(
-                            f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM events WHERE id IN ({marks}))", chunk
-                        )
-                    connection.execute("COMMIT")
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as error:
-                self._warn("mark", "cannot mark %d events published in %s: %s; they will be sent again",
-                           len(ids), self.path, error)
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    connection.execute(
+                        f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM events WHERE id IN ({marks}))", chunk
+                    )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            self._warn("mark", "cannot mark %d events published in %s: %s; they will be sent again",
+                       len(ids), self.path, error)
 
     def outbox_size(self) -> int:
         """Return the number of unpublished events (-1 when the database cannot be read)."""
-        with self._lock:
-            try:
-                count = self._require_connection().execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-            except sqlite3.Error as error:
-                self._warn("read", "cannot read the outbox of %s: %s", self.path, error)
-                return -1
-            return count + len(self._unsaved)
+        try:
+            count = self._require_connection().execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        except sqlite3.Error as error:
+            self._warn("read", "cannot read the outbox of %s: %s", self.path, error)
+            return -1
+        return count + len(self._unsaved)
 
     def dropped(self) -> int:
         """Return the number of outbox entries dropped because the outbox was full.
@@ -359,15 +394,12 @@ class EventLog:
         The count is stored in the database, so it covers every process and
         survives restarts. Events lost from memory after write errors add to it.
         """
-        with self._lock:
-            try:
-                row = self._require_connection().execute(
-                    "SELECT value FROM counters WHERE name = 'outbox_dropped'"
-                ).fetchone()
-            except sqlite3.Error as error:
-                self._warn("read", "cannot read the drop counter of %s: %s", self.path, error)
-                return self._dropped_fallback
-            return (row[0] if row else 0) + self._unsaved_lost
+        try:
+            row = self._require_connection().execute("SELECT value FROM counters WHERE name = 'outbox_dropped'").fetchone()
+        except sqlite3.Error as error:
+            self._warn("read", "cannot read the drop counter of %s: %s", self.path, error)
+            return self._dropped_fallback
+        return (row[0] if row else 0) + self._unsaved_lost
 
     # -- reading ---------------------------------------------------------
 
@@ -376,20 +408,19 @@ class EventLog:
 
         :raises EventLogError: the database cannot be read.
         """
-        with self._lock:
-            try:
-                connection = self._require_connection()
-                if kind is None:
-                    rows = connection.execute(
-                        "SELECT id, seq, time, kind, data FROM events ORDER BY seq DESC LIMIT ?", (limit,)
-                    ).fetchall()
-                else:
-                    rows = connection.execute(
-                        "SELECT id, seq, time, kind, data FROM events WHERE kind = ? ORDER BY seq DESC LIMIT ?",
-                        (kind, limit),
-                    ).fetchall()
-            except sqlite3.Error as error:
-                raise EventLogError(f"cannot read event log {self.path}: {error}") from error
+        try:
+            connection = self._require_connection()
+            if kind is None:
+                rows = connection.execute(
+                    "SELECT id, seq, time, kind, data FROM events ORDER BY seq DESC LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                rows = connection.execute(
+                    "SELECT id, seq, time, kind, data FROM events WHERE kind = ? ORDER BY seq DESC LIMIT ?",
+                    (kind, limit),
+                ).fetchall()
+        except sqlite3.Error as error:
+            raise EventLogError(f"cannot read event log {self.path}: {error}") from error
         return [_row_to_event(row) for row in rows]
 
     def thumbnail(self, event_id: str) -> bytes | None:
@@ -397,13 +428,10 @@ class EventLog:
 
         :raises EventLogError: the database cannot be read.
         """
-        with self._lock:
-            try:
-                row = self._require_connection().execute(
-                    "SELECT thumbnail FROM events WHERE id = ?", (event_id,)
-                ).fetchone()
-            except sqlite3.Error as error:
-                raise EventLogError(f"cannot read event log {self.path}: {error}") from error
+        try:
+            row = self._require_connection().execute("SELECT thumbnail FROM events WHERE id = ?", (event_id,)).fetchone()
+        except sqlite3.Error as error:
+            raise EventLogError(f"cannot read event log {self.path}: {error}") from error
         return None if row is None else row[0]
 
     # -- command nonces --------------------------------------------------
@@ -417,36 +445,35 @@ class EventLog:
         :raises EventLogError: the database cannot be written, so a replay
             cannot be ruled out; the caller must reject the command.
         """
-        with self._lock:
+        try:
+            connection = self._require_connection()
+            connection.execute("BEGIN IMMEDIATE")
             try:
-                connection = self._require_connection()
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    connection.execute("DELETE FROM nonces WHERE expires < ?", (time.time(),))
-                    cursor = connection.execute(
-                        "INSERT OR IGNORE INTO nonces (nonce, expires) VALUES (?, ?)", (nonce, expires)
-                    )
-                    connection.execute("COMMIT")
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as error:
-                raise EventLogError(f"cannot store a command nonce in {self.path}: {error}") from error
+                connection.execute("DELETE FROM nonces WHERE expires < ?", (time.time(),))
+                cursor = connection.execute("INSERT OR IGNORE INTO nonces (nonce, expires) VALUES (?, ?)", (nonce, expires))
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            raise EventLogError(f"cannot store a command nonce in {self.path}: {error}") from error
         return cursor.rowcount == 1
 
     # -- housekeeping ----------------------------------------------------
 
     def close(self) -> None:
         """Close the database. Events still held in memory are written first if possible."""
+        if self._closed:
+            return
+        if self._unsaved:
+            self.pending(limit=0)
+        if self._unsaved:
+            log.error("closing event log %s with %d events that could not be written", self.path, len(self._unsaved))
+        self._closed = True
         with self._lock:
-            if self._connection is None:
-                return
-            if self._unsaved:
-                self.pending(limit=0)
-            if self._unsaved:
-                log.error("closing event log %s with %d events that could not be written", self.path, len(self._unsaved))
-            self._connection.close()
-            self._connection = None
+            connections, self._connections = list(self._connections.values()), {}
+        for connection in connections:
+            connection.close()
 
     def __enter__(self) -> EventLog:
         return self
@@ -455,23 +482,36 @@ class EventLog:
         self.close()
 
     def _require_connection(self) -> sqlite3.Connection:
-        if self._connection is None:
+        """Return this thread's connection, opening it on first use."""
+        if self._closed:
             raise sqlite3.ProgrammingError("the event log is closed")
-        return self._connection
+        thread = threading.get_ident()
+        connection = self._connections.get(thread)
+        if connection is None:
+            connection = self._connect()
+            with self._lock:
+                self._connections[thread] = connection
+        return connection
 
     def _warn(self, topic: str, message: str, *args: Any) -> None:
         """Log a warning, at most once per interval for each topic, counting the rest."""
+        with self._lock:
+            message, args = self._rate_limit(topic, message, args)
+        if message is not None:
+            log.warning(message, *args)
+
+    def _rate_limit(self, topic: str, message: str, args: tuple) -> tuple[str | None, tuple]:
         now = time.monotonic()
         last = self._last_warning.get(topic)
         if last is not None and now - last < WARNING_INTERVAL_SECONDS:
             self._suppressed[topic] = self._suppressed.get(topic, 0) + 1
-            return
+            return None, args
         suppressed = self._suppressed.pop(topic, 0)
         if suppressed:
             message += " (%d similar messages suppressed)"
             args = (*args, suppressed)
         self._last_warning[topic] = now
-        log.warning(message, *args)
+        return message, args
 
 
 def _row_to_event(row: tuple) -> Event:
@@ -479,8 +519,8 @@ def _row_to_event(row: tuple) -> Event:
     return Event(id=event_id, seq=seq, time=stamp, kind=kind, data=json.loads(text))
 
 
-def _to_json(value: Any) -> Any:
-    # NumPy scalars (distances, counts) reach the log from the recognition code.
+def json_default(value: Any) -> Any:
+    """Convert a value that ``json.dumps`` cannot encode: NumPy scalars to numbers, anything else to ``str()``."""
     item = getattr(value, "item", None)
     if callable(item):
         result = item()

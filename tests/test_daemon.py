@@ -352,3 +352,35 @@ def test_watchdog_pings_stop_when_frames_stop(tmp_path, dlib_resnet, fake_picame
     assert pings and min(pings) < fault_seen  # pinged while the frames flowed
     assert [when for when in pings if when > fault_seen] == []
     assert daemon.counters["frames"] == len(frames)
+
+
+def test_decisions_reach_mqtt_and_home_assistant(tmp_path, dlib_resnet):
+    """The daemon on the clip, with MQTT on, against a real mosquitto on loopback."""
+    from mqtt_broker import Broker, Collector, free_port
+
+    require(CLIP)
+    broker = Broker(tmp_path / "broker", free_port())
+    broker.start()
+    collector = Collector(broker.port, ["edgeface/#", "homeassistant/#"])
+    try:
+        config = make_config(tmp_path, dlib_resnet, CLIP, **yunet_settings(), **{
+            "mqtt.enabled": True, "mqtt.host": "127.0.0.1", "mqtt.port": broker.port, "mqtt.device_id": "front",
+        })
+        pipeline = enrol(config, {SINGER: HAMILTON / "lin-manuel-miranda.png"})
+        daemon = Daemon(config, pipeline=pipeline)
+        assert daemon.run() == 0
+        grants = [o for o in daemon.recent if o.granted]
+        assert grants
+
+        collector.wait_topic("edgeface/front/availability", b"offline")
+        decisions = [m.json() for m in collector.on("edgeface/front/event")]
+        assert sorted((str(d["person"]), d["reason"]) for d in decisions) == sorted((str(o.person), o.reason) for o in daemon.recent)
+        assert all(d["device"] == "front" for d in decisions)
+        assert any(d["granted"] and d["person"] == SINGER for d in decisions)
+        door_states = [m.payload for m in collector.on("edgeface/front/door")]
+        assert b"unlocked" in door_states and door_states[-1] == b"locked"
+        locks = [m.json() for m in collector.messages if m.topic.startswith("homeassistant/lock/") and m.payload]
+        assert locks and locks[0]["state_topic"] == "edgeface/front/door"
+    finally:
+        collector.close()
+        broker.stop()

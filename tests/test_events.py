@@ -52,12 +52,15 @@ def test_message_has_standard_keys(tmp_path):
     assert parsed.timestamp() == pytest.approx(event.time, abs=0.001)
 
 
-def test_message_keys_win_over_data(tmp_path):
+def test_message_renames_colliding_data_keys(tmp_path):
     with EventLog(tmp_path / "events.db") as events:
-        event = events.record("system", {"id": "spoofed", "device": "other", "note": "x"})
+        event = events.record("fault", {"id": "spoofed", "device": "other", "kind": "frozen", "note": "x"})
     message = event.as_message("front")
     assert message["id"] == event.id
     assert message["device"] == "front"
+    assert message["kind"] == "fault"
+    assert message["data_kind"] == "frozen"
+    assert message["data_id"] == "spoofed"
     assert message["note"] == "x"
 
 
@@ -70,10 +73,13 @@ def test_numpy_and_nan_values_stored(tmp_path):
     assert stored["other"] is None
 
 
-def test_unknown_kind_rejected(tmp_path):
+def test_kind_must_be_topic_safe(tmp_path):
     with EventLog(tmp_path / "events.db") as events:
-        with pytest.raises(ValueError, match="unknown event kind"):
-            events.record("door-bell", {})
+        assert events.record("alert", {"event": "held_open"}).seq > 0
+        assert events.record("door_bell", {}).seq > 0
+        for bad in ("door/bell", "+", "#", "", "Door", "x" * 40):
+            with pytest.raises(ValueError, match="invalid event kind"):
+                events.record(bad, {})
 
 
 def test_outbox_oldest_first_until_published(tmp_path):
@@ -112,8 +118,8 @@ def test_max_events_deletes_oldest_rows(tmp_path):
     with EventLog(tmp_path / "events.db", max_events=10, outbox_max=100) as events:
         recorded = [events.record("decision", decision(track=i), thumbnail=b"jpeg%d" % i) for i in range(15)]
 
-        kept = events.recent(limit=100)
-        assert [e.id for e in kept] == [e.id for e in reversed(recorded[5:])]
+        remaining = events.recent(limit=100)
+        assert [e.id for e in remaining] == [e.id for e in reversed(recorded[5:])]
         assert events.thumbnail(recorded[0].id) is None
         assert events.thumbnail(recorded[14].id) == b"jpeg14"
         # Unpublished rows that were deleted count as dropped from the outbox.
@@ -164,6 +170,38 @@ def test_writes_from_several_processes(tmp_path):
         assert events.outbox_size() == 450
 
 
+def test_writes_from_several_threads(tmp_path):
+    import threading
+
+    with EventLog(tmp_path / "events.db", busy_timeout=10.0) as events:
+        stored = []
+
+        def write(writer):
+            for i in range(100):
+                stored.append(events.record("decision", {"writer": writer, "n": i}))
+
+        def publish():
+            published = 0
+            while published < 400:
+                batch = events.pending(limit=50)
+                events.mark_published([e.id for e in batch])
+                published += len(batch)
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+        publisher = threading.Thread(target=publish)
+        for thread in (*threads, publisher):
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        publisher.join(timeout=120)
+
+        assert not publisher.is_alive()
+        assert all(event.seq > 0 for event in stored)
+        assert len({event.seq for event in stored}) == 400
+        assert events.outbox_size() == 0
+        assert len(events.recent(limit=1000)) == 400
+
+
 def test_locked_database_keeps_event_in_memory(tmp_path, caplog):
     path = tmp_path / "events.db"
     events = EventLog(path, busy_timeout=0.1)
@@ -172,17 +210,17 @@ def test_locked_database_keeps_event_in_memory(tmp_path, caplog):
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     with caplog.at_level(logging.WARNING, logger="edgeface.events"):
-        held = events.record("decision", decision(track=2))
-    assert held.seq == -1
+        unsaved = events.record("decision", decision(track=2))
+    assert unsaved.seq == -1
     assert "kept in memory" in caplog.text
     # Still offered for publication while the database is locked.
-    assert [e.id for e in events.pending()] == [held.id]
+    assert [e.id for e in events.pending()] == [unsaved.id]
 
     blocker.execute("ROLLBACK")
     blocker.close()
     third = events.record("decision", decision(track=3))
     assert third.seq > 0
-    assert [e.id for e in events.pending()] == [first.id, held.id, third.id]
+    assert [e.id for e in events.pending()] == [first.id, unsaved.id, third.id]
     assert [e.data["track"] for e in reversed(events.recent())] == [1, 2, 3]
     events.close()
 
