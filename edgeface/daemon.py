@@ -93,6 +93,7 @@ class Daemon:
         self._gallery_stamp: tuple | None = None
         self._gallery_checked = 0.0
         self._gallery_dir = Path(config["gallery"]["path"])
+        self._sync_thread: threading.Thread | None = None
 
         # The relay first, forced off, so that nothing below can leave it on.
         self.door = Door(config["door"], pin_factory=pin_factory, listener=self._door_event)
@@ -414,7 +415,35 @@ class Daemon:
         self.door.pulse(f"remote:{requester}")
 
     def _remote_sync(self) -> None:
-        log.info("sync requested over MQTT; run it with: edgeface sync (the USB service does this on plug-in)")
+        source = self.config["enrolment"]["source"]
+        if source is None:
+            log.warning("sync requested over MQTT, but enrolment.source is not set; nothing to sync from")
+            self._record("command", {"command": "sync", "accepted": False, "reason": "enrolment.source is not set"})
+            return
+        if self._sync_thread is not None and self._sync_thread.is_alive():
+            log.info("sync requested over MQTT while a sync is running; ignored")
+            return
+        self._sync_thread = threading.Thread(target=self._sync, args=(source,), name="edgeface-sync", daemon=True)
+        self._sync_thread.start()
+
+    def _sync(self, source: str) -> None:
+        """Sync the gallery from ``source`` with a pipeline of its own (the loop's is not shared across threads)."""
+        from .enrolment import EnrolmentRules
+        from .sync import SyncError, sync_stick
+
+        log.info("syncing the gallery from %s", source)
+        try:
+            pipeline = Pipeline.from_config(self.config)
+            report = sync_stick(source, self._gallery_dir, pipeline, EnrolmentRules.from_config(self.config))
+        except SyncError as error:
+            report = error.report
+        except Exception as error:
+            log.exception("sync from %s failed", source)
+            self._record("fault", {"source": "sync", "kind": type(error).__name__, "message": str(error)[:500]})
+            return
+        log.info("sync from %s: %s", source, report.status)
+        self._record("sync", report.as_dict())
+        self._reload.set()
 
     def _record(self, kind: str, data: dict[str, Any], thumbnail: bytes | None = None) -> None:
         try:

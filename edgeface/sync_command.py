@@ -75,5 +75,26 @@ def run(args: argparse.Namespace) -> int:
     except SyncError as error:
         report = error.report
         print(f"error: {error}", file=sys.stderr)
+    if args.config is not None:
+        _record_event(config, report)
     print(json.dumps(report.as_dict(), ensure_ascii=False) if args.json else report.as_text(), end="\n" if args.json else "")
     return report.exit_status
+
+
+def _record_event(config: dict, report) -> None:
+    """Record the report as a ``sync`` event in the door's event log, from which MQTT publishes it."""
+    from .events import EventLog
+
+    try:
+        events = EventLog(
+            config["events"]["database"],
+            max_events=config["events"]["max_events"],
+            outbox_max=config["mqtt"]["outbox_max"],
+            outbox=config["mqtt"]["enabled"],
+        )
+        try:
+            events.record("sync", report.as_dict())
+        finally:
+            events.close()
+    except EdgefaceError as error:
+        print(f"warning: the sync report was not recorded in the event log: {error}", file=sys.stderr)

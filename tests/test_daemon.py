@@ -384,3 +384,65 @@ def test_decisions_reach_mqtt_and_home_assistant(tmp_path, dlib_resnet):
     finally:
         collector.close()
         broker.stop()
+
+
+def make_stick(root, people):
+    """Write an enrolment stick: ``{name: (photo, person.yaml text or None)}``."""
+    for name, (photo, options) in people.items():
+        folder = root / "edgeface" / "people" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / photo.name).write_bytes(photo.read_bytes())
+        if options is not None:
+            (folder / "person.yaml").write_text(options, encoding="utf-8")
+    return root
+
+
+def test_disabled_person_is_recognised_but_not_let_in(tmp_path, dlib_resnet):
+    from edgeface.sync import sync_stick
+
+    require(CLIP)
+    config = make_config(tmp_path, dlib_resnet, CLIP, **yunet_settings())
+    stick = make_stick(tmp_path / "stick", {SINGER: (HAMILTON / "lin-manuel-miranda.png", "disabled: true\n")})
+    pipeline = Pipeline.from_config(config)
+    sync_stick(stick, config["gallery"]["path"], pipeline, write_report=False)
+    daemon = Daemon(config, pipeline=pipeline)
+    assert daemon.run() == 0
+    assert [(o.person, o.reason) for o in daemon.recent if o.person] == [(SINGER, "disabled")]
+    assert not any(o.granted for o in daemon.recent)
+    assert not any(state for _, state in pin_history(daemon.door.relay_pin))
+
+
+def test_mqtt_sync_command_enrols_from_the_stick(tmp_path, dlib_resnet, fake_picamera2):
+    from mqtt_broker import Broker, Collector, free_port
+
+    require(CLIP)
+    stick = make_stick(tmp_path / "stick", {SINGER: (HAMILTON / "lin-manuel-miranda.png", None)})
+    frames = clip_frames(3)
+
+    def script(n):
+        time.sleep(0.05)
+        return frames[n % 3]
+
+    fake_picamera2(script)
+    broker = Broker(tmp_path / "broker", free_port())
+    broker.start()
+    collector = Collector(broker.port, ["edgeface/#"])
+    try:
+        config = make_config(tmp_path, dlib_resnet, "picamera2", **yunet_settings(), **{
+            "mqtt.enabled": True, "mqtt.host": "127.0.0.1", "mqtt.port": broker.port, "mqtt.device_id": "front",
+            "enrolment.source": str(stick),
+        })
+        daemon = Daemon(config, pipeline=Pipeline.from_config(config))
+        thread, _ = run_in_background(daemon)
+        collector.wait_topic("edgeface/front/availability", b"online")
+        assert daemon.gallery is None  # nobody enrolled yet
+        collector.publish("edgeface/front/command/sync", "1")
+        report = collector.wait_topic("edgeface/front/event/sync").json()
+        assert report["status"] == "ok"
+        assert [p["person"] for p in report["people"]] == [SINGER]
+        wait_until(lambda: daemon.gallery is not None and daemon.gallery.people == [SINGER])
+        daemon.stop()
+        thread.join(20)
+    finally:
+        collector.close()
+        broker.stop()
