@@ -448,6 +448,14 @@ def test_cli_sync_reads_source_and_gallery_from_config(tmp_path, stick, settings
     assert main(["sync", "--config", str(config), "--json"]) == 1
     assert '"status": "partial"' in capsys.readouterr().out
 
+    # With a config file, each report is also a sync event for the door's log and MQTT.
+    from edgeface.events import EventLog
+
+    events = EventLog(tmp_path / "events.db")
+    statuses = [event.data["status"] for event in events.recent(10, kind="sync")]
+    events.close()
+    assert sorted(statuses) == ["ok", "partial"]
+
 
 def test_cli_sync_without_source_exits_2(tmp_path, settings, capsys):
     config = write_config(tmp_path, settings)
