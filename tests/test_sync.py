@@ -428,6 +428,8 @@ def write_config(tmp_path, settings, **enrolment):
         "  threshold: 1.05",
         "gallery:",
         f"  path: {tmp_path / 'gallery'}",
+        "events:",
+        f"  database: {tmp_path / 'events.db'}",
     ]
     if enrolment:
         lines.append("enrolment:")
