@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import load_config
+from .evaluation import cli as evaluation
 from .errors import EdgefaceError, ImageError
 
 log = logging.getLogger("edgeface")
@@ -75,6 +76,8 @@ def _build_parser() -> argparse.ArgumentParser:
     register.add_argument("--color", choices=("RGB", "BGR"), help="channel order the model expects")
     register.add_argument("--untrained", action="store_true", help="mark the model as having random weights")
     register.set_defaults(handler=_register)
+
+    evaluation.add_commands(commands)
     return parser
 
 
