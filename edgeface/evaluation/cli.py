@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -106,7 +107,19 @@ def _context(args: argparse.Namespace):
     config = _config(args)
     out = args.out if args.out is not None else DEFAULT_OUT / args.protocol
     cache = None if args.no_cache else (args.cache if args.cache is not None else out.parent / ".edgeface-cache")
-    return Context.create(config, out, cache, draw=not args.no_plots)
+    return Context.create(config, out, cache, draw=not args.no_plots, command=command_line(args))
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """Return the ``edgeface eval`` command that repeats this run, with every option given."""
+    words = ["edgeface", "eval", args.protocol, str(args.data_dir)]
+    for key, value in vars(args).items():
+        if key in ("handler", "command", "protocol", "data_dir", "verbose") or value is None or value is False:
+            continue
+        words.append("--" + key.replace("_", "-"))
+        if value is not True:
+            words.append(str(value))
+    return shlex.join(words)
 
 
 def _thresholds(text: str):

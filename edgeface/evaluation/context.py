@@ -16,16 +16,20 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Context:
-    """One evaluation run: results go to ``out``, plots only when ``draw`` is true."""
+    """One evaluation run: results go to ``out``, plots only when ``draw`` is true.
+
+    ``command`` is the command line recorded in ``run.json``.
+    """
 
     config: dict
     pipeline: Pipeline
     embedding: Embedding
     out: Path
     draw: bool
+    command: str = ""
 
     @classmethod
-    def create(cls, config: dict, out: Path, cache_dir: Path | None, draw: bool) -> Context:
+    def create(cls, config: dict, out: Path, cache_dir: Path | None, draw: bool, command: str = "") -> Context:
         """Build the pipeline from ``config`` and check that ``out`` is a writable folder."""
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -35,7 +39,7 @@ class Context:
             log.warning("matplotlib is not installed, so no plots are drawn: install it with pip install 'edgeface[plots]'")
             draw = False
         pipeline = Pipeline.from_config(config)
-        return cls(config, pipeline, Embedding(pipeline, config, cache_dir), out, draw)
+        return cls(config, pipeline, Embedding(pipeline, config, cache_dir), out, draw, command)
 
     def model_label(self) -> str:
         """Return the model and detector as a plot title prefix, marking models with random weights."""

@@ -112,10 +112,8 @@ def run(context, split, thresholds: np.ndarray) -> GridResult:
     if context.draw:
         files += _draw(context, result, matrix, labels)
     write_run_record(
-        out,
+        context,
         "grid",
-        context.pipeline,
-        context.config,
         {
             "split": split.description,
             "people": len(enrolled.names),

@@ -89,7 +89,7 @@ def _write(context: Context, pairs_path: Path, figures: dict, summary: dict, dis
             log_x=True,
         )
         files.append("lfw_roc.png")
-    write_run_record(out, "lfw", context.pipeline, context.config, {"pairs_file": str(pairs_path), "files": files, **summary})
+    write_run_record(context, "lfw", {"pairs_file": str(pairs_path), "files": files, **summary})
 
 
 def roc_points(distances: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -47,6 +47,23 @@ def float32_at_most(value: float) -> np.float32:
     return single
 
 
+def threshold_at_far(nearest: np.ndarray, impostor: np.ndarray, target: float) -> float | None:
+    """Return the largest threshold that accepts at most ``floor(target * impostors)`` impostor queries.
+
+    ``nearest`` is each query's nearest-neighbour distance (float32, ``inf``
+    for a query without a face, which is never accepted); ``impostor`` marks
+    the impostor queries. Returns None when that count is 0, because the data
+    then cannot tell ``target`` from zero. The threshold is a float32 value,
+    as the voting rule compares distances in float32.
+    """
+    if math.floor(target * int(impostor.sum()) + 1e-9) < 1:
+        return None
+    distances = np.asarray(nearest, dtype=np.float64).copy()
+    distances[np.isinf(distances)] = np.nan
+    threshold, _, _ = tar_at_far(distances, ~impostor, target)
+    return float(float32_at_most(min(threshold, 2.0)))
+
+
 def rates(found: neighbour_search.Neighbours, true: np.ndarray, impostor: np.ndarray, k1: int, k2: int, thresholds: np.ndarray) -> dict[str, np.ndarray]:
     """Return false accepts and rejects per threshold for one search of genuine and impostor queries.
 
@@ -90,15 +107,9 @@ def run(context: Context, split: Split, data_dir: Path, max_impostors: int, seed
     curve = rates(found, true, impostor, k1, k2, thresholds)
 
     points = {"configured": _point(found, true, impostor, k1, k2, float(matching["threshold"]))}
-    nearest = found.distances[:, 0].astype(np.float64)
-    nearest[np.isinf(nearest)] = np.nan
     for target in FAR_TARGETS:
-        name = f"far_{target:g}"
-        if math.floor(target * len(strangers) + 1e-9) < 1:
-            points[name] = None
-            continue
-        threshold, _, _ = tar_at_far(nearest, ~impostor, target)
-        points[name] = _point(found, true, impostor, k1, k2, float(float32_at_most(threshold)))
+        threshold = threshold_at_far(found.distances[:, 0], impostor, target)
+        points[f"far_{target:g}"] = None if threshold is None else _point(found, true, impostor, k1, k2, threshold)
 
     summary = {
         "k1": k1,
@@ -148,7 +159,7 @@ def _write(context: Context, split: Split, thresholds, curve, summary, strangers
         plots.det(curve["far"], curve["frr"], marks, out / "det.png", f"DET: {title}")
         plots.rates(thresholds, curve["far"], curve["frr"], out / "rates.png", f"FAR and FRR: {title}")
         files += ["det.png", "rates.png"]
-    write_run_record(out, "openset", context.pipeline, context.config, {"split": split.description, **summary, "files": files})
+    write_run_record(context, "openset", {"split": split.description, **summary, "files": files})
 
 
 def format_summary(summary: dict) -> str:

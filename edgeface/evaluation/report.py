@@ -12,13 +12,10 @@ from __future__ import annotations
 import csv
 import json
 import platform
-import shlex
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..pipeline import Pipeline
 from .embeddings import detector_settings
 
 
@@ -63,22 +60,23 @@ def format_table(rows: Sequence[dict], columns: Sequence[str], percent: Sequence
     return "\n".join(lines)
 
 
-def write_run_record(out: Path, protocol: str, pipeline: Pipeline, config: dict, extra: dict) -> Path:
-    """Write ``out/run.json``: the command line, model, detector, versions and ``extra``."""
+def write_run_record(context, protocol: str, extra: dict) -> Path:
+    """Write ``run.json`` into the context's results folder: command line, model, detector, versions and ``extra``."""
+    pipeline = context.pipeline
     record = {
         "protocol": protocol,
-        "command": shlex.join(["edgeface", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("edgeface", "__main__.py") else shlex.join(sys.argv),
+        "command": context.command,
         "model": pipeline.model_name,
         "model_fingerprint": pipeline.fingerprint,
         "model_file": str(pipeline.embedder.manifest.model_path),
         "model_trained": pipeline.embedder.manifest.trained,
-        "detector": detector_settings(config),
+        "detector": detector_settings(context.config),
         "versions": _versions(),
         "python": platform.python_version(),
         "machine": f"{platform.machine()} {platform.system()}",
         **extra,
     }
-    path = out / "run.json"
+    path = context.out / "run.json"
     path.write_text(json.dumps(record, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
     return path
 

@@ -81,5 +81,5 @@ def run(context: Context, split: Split, sizes: list[int]) -> list[dict]:
         plots.lines(people, {key: [r[key] for r in rows] for key in ("precision", "recall", "f1")}, out / "scale_accuracy.png", f"Accuracy against gallery size, {title}", "people enrolled", "score")
         plots.lines(people, {"load time": [r["load_seconds"] for r in rows]}, out / "scale_load_time.png", f"Gallery load time (images to index), {title}", "people enrolled", "seconds")
         files += ["scale_accuracy.png", "scale_load_time.png"]
-    write_run_record(out, "scale", context.pipeline, context.config, {"split": split.description, "k1": k1, "k2": k2, "threshold": threshold, "sizes": sizes, "files": files})
+    write_run_record(context, "scale", {"split": split.description, "k1": k1, "k2": k2, "threshold": threshold, "sizes": sizes, "files": files})
     return rows
