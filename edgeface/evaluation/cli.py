@@ -106,7 +106,9 @@ def _context(args: argparse.Namespace):
 
     config = _config(args)
     out = args.out if args.out is not None else DEFAULT_OUT / args.protocol
-    cache = None if args.no_cache else (args.cache if args.cache is not None else out.parent / ".edgeface-cache")
+    cache = args.cache if args.cache is not None else out.parent / ".edgeface-cache"
+    if args.no_cache:
+        cache = None
     return Context.create(config, out, cache, draw=not args.no_plots, command=command_line(args))
 
 

@@ -1,4 +1,4 @@
-"""What every protocol needs: the configuration, the pipeline, the cached embedding and the output folder."""
+"""The state shared by every protocol: configuration, pipeline, cached embedding and output folder."""
 
 from __future__ import annotations
 

@@ -42,6 +42,12 @@ def run(context: Context, data_dir: Path, pairs_file: Path | None, folds: int = 
     pairs_path = pairs_file if pairs_file is not None else data_dir / "pairs.txt"
     if not pairs_path.is_file():
         raise EdgefaceError(f"pairs file not found: {pairs_path} (give the LFW folder that holds pairs.txt and images/, or --pairs FILE)")
+    header = pairs_path.read_text(encoding="utf-8").split("\n", 1)[0].split()
+    if len(header) != 2:
+        raise EdgefaceError(
+            f"{pairs_path} has no 'folds pairs_per_half' header, so it is not a View 2 pair list "
+            f"(View 1's files have one fold): give LFW's pairs.txt"
+        )
     pairs = read_pairs(pairs_path, data_dir / "images")
     missing = sorted({str(p) for a, b, _ in pairs for p in (a, b) if not p.is_file()})
     if missing:

@@ -32,7 +32,7 @@ class Neighbours:
 
     ``distances`` is ``(queries, k)`` float32 in Euclidean units (0..2),
     ``inf`` where there is no neighbour (a query without a face, or a
-    gallery with fewer than ``k`` vectors). ``labels`` holds the person label
+    gallery with fewer than ``k`` vectors). ``labels`` contains the person label
     of each neighbour, ``-1`` where there is none. ``winners[:, n]`` is the
     voting winner among the first ``n`` neighbours (``n = 1 .. k``; column 0
     is Unknown) and ``tied[:, n]`` whether their top vote count is shared.

@@ -93,8 +93,8 @@ def run(context: Context, split: Split, data_dir: Path, max_impostors: int, seed
         raise EdgefaceError(f"invalid voting settings k1={k1} k2={k2}: need 1 <= k1 < k2")
 
     enrolled = enrol_split(context.embedding, split)
-    taken = {person for person, _ in split.enrol} | {person for person, _ in split.queries}
-    strangers = impostor_images(data_dir, max_impostors, taken, seed=seed, below=min_images)
+    in_split = {person for person, _ in split.enrol} | {person for person, _ in split.queries}
+    strangers = impostor_images(data_dir, max_impostors, in_split, seed=seed, below=min_images)
     if not strangers:
         raise EdgefaceError(f"no impostor images: {data_dir} has no person with fewer than {min_images} images outside the split")
     stranger_vectors = context.embedding.embed([path for _, path in strangers], label="impostor images")
