@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EdgefaceError
@@ -18,7 +19,8 @@ log = logging.getLogger(__name__)
 class Context:
     """One evaluation run: results go to ``out``, plots only when ``draw`` is true.
 
-    ``command`` is the command line recorded in ``run.json``.
+    ``command`` is the command line recorded in ``run.json``, and ``started``
+    the :func:`time.perf_counter` value at which the run began.
     """
 
     config: dict
@@ -27,6 +29,7 @@ class Context:
     out: Path
     draw: bool
     command: str = ""
+    started: float = field(default_factory=time.perf_counter)
 
     @classmethod
     def create(cls, config: dict, out: Path, cache_dir: Path | None, draw: bool, command: str = "") -> Context:

@@ -62,6 +62,7 @@ class EmbeddedImages:
         rows = list(rows)
         paths = [self.paths[i] for i in rows]
         reasons = [self.reasons[i] for i in rows]
+        self.images_embedded += embedded
         failed = [(path, reason) for path, reason in zip(paths, reasons) if reason]
         return EmbeddedImages(paths, self.vectors[rows], reasons, failed=failed)
 
@@ -109,6 +110,7 @@ class Embedding:
         self.pipeline = pipeline
         self.detection_key = cache_key(detector_settings(config))
         self.embedding_key = cache_key({"model": pipeline.fingerprint, "detector": self.detection_key})
+        self.images_embedded = 0
         self.detections: ResultCache | None = None
         self.vectors: ResultCache | None = None
         if cache_dir is not None:
@@ -141,6 +143,7 @@ class Embedding:
             progress.close()
             self.save()
 
+        self.images_embedded += embedded
         failed = [(path, reason) for path, reason in zip(paths, reasons) if reason]
         return EmbeddedImages(paths, vectors, reasons, embedded, time.perf_counter() - start, failed)
 

@@ -2,7 +2,8 @@
 
 ``run.json`` records what produced a result folder: the command line, the
 model's name and fingerprint, the detector settings, the library versions,
-and the run's own figures such as the number of failed detections. Result
+the images embedded (not from the cache), the wall time, and the run's own
+figures such as the number of failed detections. Result
 files themselves carry no timestamps, so two runs on the same inputs write
 the same bytes, except where the output is a measured time.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import platform
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -74,6 +76,8 @@ def write_run_record(context, protocol: str, extra: dict) -> Path:
         "versions": _versions(),
         "python": platform.python_version(),
         "machine": f"{platform.machine()} {platform.system()}",
+        "images_embedded": context.embedding.images_embedded,
+        "wall_seconds": round(time.perf_counter() - context.started, 1),
         **extra,
     }
     path = context.out / "run.json"
