@@ -62,7 +62,6 @@ class EmbeddedImages:
         rows = list(rows)
         paths = [self.paths[i] for i in rows]
         reasons = [self.reasons[i] for i in rows]
-        self.images_embedded += embedded
         failed = [(path, reason) for path, reason in zip(paths, reasons) if reason]
         return EmbeddedImages(paths, self.vectors[rows], reasons, failed=failed)
 
