@@ -46,7 +46,7 @@ evaluate() {
 
 evaluate dlib-fp32 models/dlib_resnet_v1.onnx dlib 0.40 0.20:0.70:0.01
 "$PYTHON" -m edgeface eval scale "$LFW" --out "$OUT/dlib-fp32/scale" --model models/dlib_resnet_v1.onnx --detector dlib --cache "$CACHE"
-evaluate dlib-int8 models/dlib_resnet_v1.int8.onnx dlib 0.40 0.20:0.70:0.01
-evaluate dlib-fp32-yunet models/dlib_resnet_v1.onnx yunet 0.40 0.20:0.70:0.01
 evaluate mobilefacenet models/MobileFaceNet.onnx yunet 1.05 0.70:1.20:0.01
+evaluate dlib-fp32-yunet models/dlib_resnet_v1.onnx yunet 0.40 0.20:0.70:0.01
+evaluate dlib-int8 models/dlib_resnet_v1.int8.onnx dlib 0.40 0.20:0.70:0.01
 evaluate clip-random models/clip-vit-b-32-random.int8.onnx yunet 0.40 0.50:1.00:0.01 --allow-untrained
