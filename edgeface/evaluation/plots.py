@@ -55,10 +55,13 @@ def confusion_matrix(matrix: np.ndarray, names: Sequence[str], path: Path, title
     font = 8 if classes <= 30 else (6 if classes <= 60 else 4)
     figure, axes = pyplot.subplots(figsize=(side, side))
 
-    # Row-normalised colours, so people with many queries do not dominate.
+    # Row-normalised colours, so people with many queries do not dominate,
+    # on a power scale so that one wrong answer in 20 still shows.
+    from matplotlib.colors import PowerNorm
+
     totals = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
-    image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    image = axes.imshow(shares, cmap="Blues", norm=PowerNorm(0.4, vmin=0.0, vmax=1.0), interpolation="nearest")
     axes.set_xticks(range(classes), labels=names, rotation=90, fontsize=font)
     axes.set_yticks(range(classes), labels=names, fontsize=font)
     axes.set_xlabel("predicted")
