@@ -170,3 +170,10 @@ def test_bad_thresholds_exit_2(tmp_path, people, capsys):
 def test_missing_folder_exit_2(tmp_path, capsys):
     assert main(["eval", "grid", str(tmp_path / "absent"), "--out", str(tmp_path / "out")]) == 2
     assert "data folder not found" in capsys.readouterr().err
+
+
+def test_people_option_keeps_first_names(tmp_path, people, model_args):
+    out = tmp_path / "grid"
+    assert main(["eval", "grid", str(people), "--people", "2", "--no-plots", "--out", str(out), *model_args]) == 0
+    report = read_csv(out / "class_report.csv")
+    assert [row["class"] for row in report] == ["Adrien_Brody", "Ann_Veneman"]

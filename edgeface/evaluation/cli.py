@@ -77,6 +77,7 @@ def _add_split(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=("auto", "flat", "train-val"), default="auto", help="flat: person/image files; train-val: person/train and person/val (default: auto)")
     parser.add_argument("--min-images", type=int, default=10, help="flat layout: people with fewer images are left out (default 10, the lfw-10 split)")
     parser.add_argument("--enrol", type=int, default=5, help="flat layout: images enrolled per person, by sorted file name; the rest are queries (default 5)")
+    parser.add_argument("--people", type=int, help="keep only the first N people by sorted name (default: all)")
     _add_common(parser)
 
 
@@ -137,7 +138,12 @@ def _thresholds(text: str):
 def _split(args: argparse.Namespace):
     from .datasets import load_split
 
-    return load_split(args.data_dir, args.layout, args.min_images, args.enrol)
+    split = load_split(args.data_dir, args.layout, args.min_images, args.enrol)
+    if args.people is not None:
+        if args.people < 1:
+            raise EdgefaceError(f"invalid --people {args.people}: give at least 1")
+        split = split.only(set(split.people[: args.people]))
+    return split
 
 
 def _grid(args: argparse.Namespace) -> int:
