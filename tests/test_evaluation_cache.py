@@ -104,3 +104,15 @@ def test_cache_key_changes_with_detector(tmp_path, pipeline, pipeline_config, dl
     other_config = load_config(None, {"detector.backend": "dlib", "embedder.model": str(dlib_resnet)})
     other = Embedding(Pipeline.from_config(other_config), other_config, tmp_path / "cache")
     assert other.embed(images[:1]).embedded == 1
+
+
+def test_cached_detections_give_same_vectors(tmp_path, pipeline, pipeline_config, images):
+    detected = Embedding(pipeline, pipeline_config, tmp_path / "cache")
+    first = detected.embed(images[:3])
+    for cache_file in (tmp_path / "cache").glob("vectors-*.npz"):
+        cache_file.unlink()
+
+    # Only the detections are cached now, so the model runs on cached faces.
+    second = Embedding(pipeline, pipeline_config, tmp_path / "cache").embed(images[:3])
+    assert second.embedded == 3
+    np.testing.assert_array_equal(second.vectors, first.vectors)
