@@ -50,3 +50,9 @@ evaluate mobilefacenet models/MobileFaceNet.onnx yunet 1.05 0.70:1.20:0.01
 evaluate dlib-fp32-yunet models/dlib_resnet_v1.onnx yunet 0.40 0.20:0.70:0.01
 evaluate dlib-int8 models/dlib_resnet_v1.int8.onnx dlib 0.40 0.20:0.70:0.01
 evaluate clip-random models/clip-vit-b-32-random.int8.onnx yunet 0.40 0.50:1.00:0.01 --allow-untrained
+
+# The open set again with a household-sized gallery, the first 10 people of lfw-10.
+"$PYTHON" -m edgeface eval openset "$LFW" --people 10 --threshold 0.40 --out "$OUT/dlib-fp32/openset-10-people" --model models/dlib_resnet_v1.onnx --detector dlib --cache "$CACHE"
+"$PYTHON" -m edgeface eval openset "$LFW" --people 10 --threshold 0.40 --out "$OUT/dlib-int8/openset-10-people" --model models/dlib_resnet_v1.int8.onnx --detector dlib --cache "$CACHE"
+"$PYTHON" -m edgeface eval openset "$LFW" --people 10 --threshold 0.40 --out "$OUT/dlib-fp32-yunet/openset-10-people" --model models/dlib_resnet_v1.onnx --detector yunet --yunet-model "$YUNET" --cache "$CACHE"
+"$PYTHON" -m edgeface eval openset "$LFW" --people 10 --threshold 1.05 --out "$OUT/mobilefacenet/openset-10-people" --model models/MobileFaceNet.onnx --detector yunet --yunet-model "$YUNET" --cache "$CACHE"
