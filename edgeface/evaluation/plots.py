@@ -7,6 +7,7 @@ it is installed.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -17,12 +18,8 @@ log = logging.getLogger(__name__)
 
 
 def available() -> bool:
-    """Return whether matplotlib can be imported."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Return whether matplotlib is installed."""
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _pyplot():
