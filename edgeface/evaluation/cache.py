@@ -3,7 +3,7 @@
 Each cache file maps the sha256 of an image file's bytes to either a row of
 float32 values (a face box with landmarks, or an embedding) or the reason the
 image failed (no face found, unreadable file). Failures are cached too, so a
-second run neither retries nor forgets them.
+second run reports them without trying those images again.
 
 The file is an ``.npz`` written to a temporary name and renamed over the old
 one, so an interrupted save leaves the previous file. A file that cannot be

@@ -132,7 +132,7 @@ def band_table(report: list[dict]) -> list[dict]:
     """Return how many classes of a :func:`class_report` fall in each performance band.
 
     One row per band, with the class counts for ``precision``, ``recall``
-    and ``f1``; a score of exactly 0.5 is in 50-74 %, 0.75 in 75-100 %.
+    and ``f1``. A score of exactly 0.5 is in 50-74 %, and 0.75 in 75-100 %.
     """
     rows = []
     for name, low, high in BANDS:

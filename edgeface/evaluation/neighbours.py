@@ -76,8 +76,8 @@ def search(gallery: Gallery, names: list[str], queries: np.ndarray, k: int) -> N
 def tabulate_votes(labels: np.ndarray, people: int) -> tuple[np.ndarray, np.ndarray]:
     """Return the winner and the tie flag of the first ``n`` neighbours, for ``n = 0 .. k``.
 
-    The winner has the most votes; among tied people the one met first in
-    the sorted list, which is the one with the smallest single distance.
+    The winner has the most votes. Among tied people it is the one met first
+    in the sorted list, which is the one with the smallest single distance.
     """
     count, k = labels.shape
     unknown = unknown_label(people)

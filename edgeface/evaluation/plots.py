@@ -1,7 +1,7 @@
 """PNG plots of evaluation results, drawn with matplotlib (the ``plots`` extra).
 
 matplotlib is imported only when a plot is drawn, with the Agg backend, so
-the rest of the evaluation runs without it. :func:`available` tells whether
+the rest of the evaluation runs without it. :func:`available` reports whether
 it is installed.
 """
 
@@ -49,7 +49,11 @@ def confusion_matrix(matrix: np.ndarray, names: Sequence[str], path: Path, title
     pyplot = _pyplot()
     classes = len(names)
     side = max(6.0, 0.12 * classes + 2.0)
-    font = 8 if classes <= 30 else (6 if classes <= 60 else 4)
+    font = 8
+    if classes > 60:
+        font = 4
+    elif classes > 30:
+        font = 6
     figure, axes = pyplot.subplots(figsize=(side, side))
 
     # Row-normalised colours, so people with many queries do not dominate,
