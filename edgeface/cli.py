@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__, demo, doctor, mqtt_cli, sync_command
 from .config import load_config
+from .evaluation import cli as evaluation
 from .errors import EdgefaceError, ImageError
 
 log = logging.getLogger("edgeface")
@@ -89,6 +90,7 @@ def _build_parser() -> argparse.ArgumentParser:
     register.set_defaults(handler=_register)
     doctor.add_commands(commands)
     mqtt_cli.add_commands(commands)
+    evaluation.add_commands(commands)
     return parser
 
 
