@@ -57,7 +57,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     "matching": {
         "k1": Setting(int, 3, 1, 50),
         "k2": Setting(int, 5, 2, 100),
-        "threshold": Setting(float, 0.4, None, 2.0),
+        "threshold": Setting(float, 0.34, None, 2.0),
         "min_votes": Setting(int, 1, 1, 50),
         "margin": Setting(float, 0.0, 0.0, 1.0),
     },

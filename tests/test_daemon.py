@@ -105,8 +105,8 @@ def test_singer_and_pianist_both_granted_and_nobody_else(tmp_path, dlib_resnet):
     """YuNet, both musicians enrolled, at the looser threshold 0.47.
 
     The pianist's face in the clip is dark and turned; it matches his
-    enrolment photo at distances of 0.42 to 0.46, above the default 0.40
-    (which accepts 0.1 % of strangers on LFW). The crowd at the end
+    enrolment photo at distances of 0.42 to 0.46, above the default 0.34
+    (which accepted 0.1 % of strangers with 10 people enrolled on LFW). The crowd at the end
     matches nobody at this threshold.
     """
     require(CLIP)

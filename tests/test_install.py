@@ -92,7 +92,7 @@ def test_install_keeps_edited_config(tmp_path, models):
     install(root, models)
     first = tree(root)
     config = root / "etc/edgeface/config.yaml"
-    edited = config.read_text().replace("  threshold: 0.4\n", "  threshold: 0.35\n") + "# edited by hand\n"
+    edited = config.read_text().replace("  threshold: 0.34\n", "  threshold: 0.30\n") + "# edited by hand\n"
     assert edited != config.read_text() + "# edited by hand\n"
     config.write_text(edited)
 
