@@ -230,6 +230,22 @@ def _check_relations(config: dict) -> None:
         raise ConfigError(
             f"decision.min_frames ({decision['min_frames']}) must not exceed decision.window_frames ({decision['window_frames']})"
         )
+    # A grant needs min_frames processed frames inside window_seconds, and a
+    # track must survive the gap between two processed frames.
+    frame_gap = 1.0 / config["camera"]["max_fps"]
+    needed = (decision["min_frames"] - 1) * frame_gap
+    if needed > decision["window_seconds"]:
+        raise ConfigError(
+            f"decision.window_seconds ({decision['window_seconds']}) is shorter than the {needed:.2f} s that "
+            f"decision.min_frames ({decision['min_frames']}) frames take at camera.max_fps ({config['camera']['max_fps']}), "
+            "so nobody could ever be let in: raise window_seconds or max_fps, or lower min_frames"
+        )
+    if decision["track_timeout"] < 2 * frame_gap:
+        raise ConfigError(
+            f"decision.track_timeout ({decision['track_timeout']}) must be at least two frame intervals "
+            f"({2 * frame_gap:.2f} s at camera.max_fps {config['camera']['max_fps']}), or every frame starts a new track "
+            "and nobody is let in"
+        )
     device_id = config["mqtt"]["device_id"]
     if not device_id or any(c in device_id for c in "/+#") or not device_id.isprintable():
         raise ConfigError(f"mqtt.device_id {device_id!r} must be a non-empty name without '/', '+' or '#'")

@@ -20,6 +20,7 @@ replaces it atomically), on SIGHUP and on the MQTT reload command.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -97,7 +98,9 @@ class Daemon:
 
         # The relay first, forced off, so that nothing below can leave it on.
         self.door = Door(config["door"], pin_factory=pin_factory, listener=self._door_event)
+        self._instance_lock: Any = None
         try:
+            self._instance_lock = _lock_instance(Path(config["events"]["database"]))
             self.notifier = notifier or Notifier()
             self.pipeline = pipeline or Pipeline.from_config(config)
             self.params = VotingParams(**config["matching"])
@@ -130,6 +133,8 @@ class Daemon:
             self.mqtt = mqtt
         except BaseException:
             self.door.close()
+            if self._instance_lock is not None:
+                self._instance_lock.close()
             raise
 
     # -- main thread -------------------------------------------------------
@@ -192,6 +197,9 @@ class Daemon:
             self.events.close()
         except Exception:
             log.exception("closing the event log failed")
+        if self._instance_lock is not None:
+            self._instance_lock.close()
+            self._instance_lock = None
 
     def status(self) -> dict[str, Any]:
         """A snapshot of the counters and state, for the log, systemd and MQTT."""
@@ -261,7 +269,10 @@ class Daemon:
                     errors = 0
                     self.notifier.watchdog()
             else:
-                if not self.stop_event.is_set():
+                if not self.stop_event.is_set() and self.counters["frames"] == 0:
+                    log.error("the source ended without a single readable frame")
+                    self.exit_code = 1
+                elif not self.stop_event.is_set():
                     log.info("the source has no more frames")
                     # A pulse granted on the last frames runs to its end.
                     deadline = time.monotonic() + self.door.unlock_seconds
@@ -468,6 +479,37 @@ class Daemon:
         c = self.counters
         camera = f"camera fault {self._camera_fault}" if self._camera_fault else f"{self._fps:.1f} fps"
         return f"{camera}; {self._people()} people; {c['grants']} granted, {c['denials']} denied, {c['faults']} faults"
+
+
+def _lock_instance(database: Path):
+    """Hold an exclusive lock beside the event log, so that one daemon at a time uses it.
+
+    Two daemons on one event log would interleave their records, and would
+    usually also share the relay pin and the camera.
+    """
+    import fcntl
+
+    path = database.with_name(database.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")
+    except OSError as error:
+        raise EdgefaceError(f"cannot create the lock file {path}: {error.strerror}; check that events.database is in a writable folder") from error
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise EdgefaceError(
+            f"another edgeface run (pid {owner}) is using the event log {database}; stop it first, "
+            "or give this one its own events.database"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def _thumbnail(image: np.ndarray, face: Any, size: int = 96) -> bytes | None:

@@ -465,7 +465,12 @@ def make_client(settings: dict, client_id: str, password: str | None) -> paho.Cl
     :raises ConfigError: ``mqtt.ca_certs`` cannot be loaded.
     """
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311, clean_session=True)
-    client.enable_logger(logging.getLogger("edgeface.mqtt.paho"))
+    # paho logs each failed reconnect attempt at ERROR; the bridge already
+    # logs connection losses and failures in its own words, so only paho's
+    # critical messages pass.
+    paho_log = logging.getLogger("edgeface.mqtt.paho")
+    paho_log.setLevel(logging.CRITICAL)
+    client.enable_logger(paho_log)
     if settings["username"] is not None:
         client.username_pw_set(settings["username"], password)
     if settings["tls"]:

@@ -99,3 +99,16 @@ def test_command_line_override_wins(tmp_path):
 def test_command_line_override_validated():
     with pytest.raises(ConfigError, match="matching.threshold"):
         load_config(None, {"matching.threshold": 3.0})
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"decision.window_seconds": 0.1}, "decision.window_seconds"),
+        ({"camera.max_fps": 1.0, "decision.window_seconds": 1.5}, "decision.window_seconds"),
+        ({"decision.track_timeout": 0.2, "camera.max_fps": 4.0}, "decision.track_timeout"),
+    ],
+)
+def test_decision_timing_that_never_grants_rejected(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)

@@ -446,3 +446,28 @@ def test_mqtt_sync_command_enrols_from_the_stick(tmp_path, dlib_resnet, fake_pic
     finally:
         collector.close()
         broker.stop()
+
+
+def test_second_daemon_on_the_same_event_log_rejected(tmp_path, dlib_resnet, fake_picamera2):
+    from edgeface.errors import EdgefaceError
+
+    fake_picamera2(lambda n: np.full((360, 640, 3), n % 250, np.uint8))
+    config = make_config(tmp_path, dlib_resnet, "picamera2", **yunet_settings())
+    pipeline = Pipeline.from_config(config)
+    first = Daemon(config, pipeline=pipeline)
+    try:
+        with pytest.raises(EdgefaceError, match="another edgeface run"):
+            Daemon(config, pipeline=pipeline)
+    finally:
+        first.close()
+    Daemon(config, pipeline=pipeline).close()  # free again once the first is closed
+
+
+def test_image_folder_without_readable_images_exits_1(tmp_path, dlib_resnet):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (folder / name).write_text("not an image")
+    config = make_config(tmp_path, dlib_resnet, folder, **yunet_settings())
+    daemon = Daemon(config, pipeline=Pipeline.from_config(config))
+    assert daemon.run() == 1
