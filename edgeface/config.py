@@ -57,7 +57,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     "matching": {
         "k1": Setting(int, 3, 1, 50),
         "k2": Setting(int, 5, 2, 100),
-        "threshold": Setting(float, 0.34, None, 2.0),
+        "threshold": Setting(float, 0.34, None, 1.4),
         "min_votes": Setting(int, 1, 1, 50),
         "margin": Setting(float, 0.0, 0.0, 1.0),
     },
@@ -224,7 +224,7 @@ def _check_relations(config: dict) -> None:
     if matching["k2"] <= matching["k1"]:
         raise ConfigError(f"matching.k2 ({matching['k2']}) must be greater than matching.k1 ({matching['k1']})")
     if matching["threshold"] <= 0:
-        raise ConfigError(f"matching.threshold is {matching['threshold']}, but must be greater than 0 (and at most 2)")
+        raise ConfigError(f"matching.threshold is {matching['threshold']}, but must be greater than 0 (and at most 1.4)")
     decision = config["decision"]
     if decision["min_frames"] > decision["window_frames"]:
         raise ConfigError(

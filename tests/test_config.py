@@ -112,3 +112,9 @@ def test_command_line_override_validated():
 def test_decision_timing_that_never_grants_rejected(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+def test_threshold_matching_opposite_vectors_rejected():
+    # Above 1.4 (cosine below 0), vectors pointing apart would match: no model is used that way.
+    with pytest.raises(ConfigError, match="matching.threshold is 2.0, above its maximum 1.4"):
+        load_config(None, {"matching.threshold": 2.0})
