@@ -210,8 +210,10 @@ def load_manifest(path: str | os.PathLike[str], verify_hash: bool = True) -> Man
         path = manifest_path_for(path)
     if not path.is_file():
         raise ModelError(
-            f"model manifest not found: {path}. Export a model with 'python -m export' "
-            f"or write a manifest with 'edgeface model register MODEL.onnx --preset ...'"
+            f"model manifest not found: {path}. Export a model with 'python -m export dlib-resnet --out models' "
+            f"or write a manifest with 'edgeface model register MODEL.onnx --preset ...'. Without --config, "
+            f"the model path models/... is relative to the working folder: run from the folder holding models/, "
+            f"or set embedder.model in a config file"
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
