@@ -31,7 +31,7 @@ def peak_resident_bytes() -> int:
 
 
 def run_frame_loop(frames: Iterable[np.ndarray], process: Callable[[np.ndarray], int]) -> dict:
-    """Feed every frame to ``process`` (which returns its face count) and return frames, faces and fps.
+    """Feed every frame to ``process`` (which returns its face count); return counts, wall and CPU time.
 
     NOTE: this stands in for the daemon's loop until ``edgeface.daemon`` is
     on main. Swap ``frames`` for its camera source and ``process`` for its
@@ -39,12 +39,20 @@ def run_frame_loop(frames: Iterable[np.ndarray], process: Callable[[np.ndarray],
     """
     count = 0
     faces = 0
+    cpu_start = time.process_time()
     start = time.perf_counter()
     for frame in frames:
         faces += process(frame)
         count += 1
     seconds = time.perf_counter() - start
-    return {"frames": count, "faces": faces, "seconds": seconds, "fps": count / seconds if seconds else 0.0}
+    cpu_seconds = time.process_time() - cpu_start
+    return {
+        "frames": count,
+        "faces": faces,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "fps": count / seconds if seconds else 0.0,
+    }
 
 
 def run_child(setup: dict) -> dict:

@@ -13,14 +13,19 @@ SECTIONS = (
     "## Raspberry Pi estimates",
 )
 
-PI_ESTIMATES = {
-    "Raspberry Pi 4 (Cortex-A72, 1.8 GHz)": (8.0, 15.0),
-    "Raspberry Pi 5 (Cortex-A76, 2.4 GHz)": (3.0, 6.0),
+PI_SLOWDOWN = {
+    "Raspberry Pi 4 (Cortex-A72, 1.8 GHz)": (3.1, 5.7),
+    "Raspberry Pi 5 (Cortex-A76, 2.4 GHz)": (1.7, 2.5),
 }
-"""Slowdown of one Pi core against one core of the measuring machine, as a (low, high) range.
+"""How many times slower one Pi core is than one core of the 2-core AMD EPYC (Zen 4) development machine.
 
-NOTE: these are estimates. Their basis is described under "Raspberry Pi
-estimates" in docs/benchmarks.md; check them against a run on a real Pi.
+Each range is the single-thread prime-count rate measured there with
+benchmarks/prime_events.c (4,600 events per CPU second) over the published
+``sysbench cpu --threads=1`` rates of each board: 1,478 and 812 events/s for
+the Pi 4, 2,737 and 1,847 for the Pi 5 (leoncode.co.uk and zbotic.in Pi 5
+reviews). NOTE: an integer benchmark understates the gap for the model
+stages, which use AVX-512 on the EPYC and 128-bit NEON on the Pi, so the
+Pi estimates are more likely too fast than too slow. Rerun on a Pi to replace them.
 """
 
 
@@ -86,23 +91,28 @@ def _comparison(results: dict) -> list[str]:
     comparison = results["comparison"]
     lines = [
         "Each frame goes through every pipeline before the next frame, in a rotating order. "
-        "Times are per frame and include decoding; the ratio is the baseline's total time over the pipeline's.",
+        "Times are per frame and include decoding. The wall ratio is the baseline's total time over the pipeline's; "
+        "the CPU ratio is the same for CPU time (the baseline is the first row).",
     ]
     for set_name, data in comparison["sets"].items():
         lines += [
             "",
             f"**{set_name}** ({data['frames']} frames, decode median {data['decode_ms']['median']:.1f} ms)",
             "",
-            "| pipeline | faces found | ms/frame median / p95 | frames/s | CPU s / wall s | named faces | speed-up vs baseline |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| pipeline | faces found | ms/frame median / p95 | frames/s | CPU s / wall s | named faces "
+            "| speed-up vs baseline (wall) | CPU time saved vs baseline |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        baseline_cpu = next(iter(data["pipelines"].values()))["cpu_seconds"]
         for name, summary in data["pipelines"].items():
             ratio = data["ratios"].get(name)
             ratio_text = f"{ratio:.2f}x" if ratio is not None else "1.00x (baseline)"
             fps = summary["frames"] / summary["total_seconds"]
+            cpu_ratio = baseline_cpu / summary["cpu_seconds"] if summary["cpu_seconds"] else float("nan")
             lines.append(
                 f"| {name} | {summary['faces']} | {_ms(summary['end_to_end'])} | {fps:.1f} | "
-                f"{summary['cpu_seconds']:.1f} / {summary['total_seconds']:.1f} | {summary['named']} | {ratio_text} |"
+                f"{summary['cpu_seconds']:.1f} / {summary['total_seconds']:.1f} | {summary['named']} | {ratio_text} | "
+                f"{cpu_ratio:.2f}x |"
             )
     return lines
 
@@ -135,16 +145,16 @@ def _loops(results: dict) -> list[str]:
         "Read frame, detect, align and embed each face, search and vote, over the whole video; "
         "one process per row, peak resident memory (VmHWM) of that process.",
         "",
-        "| setup | frames | faces | frames/s | peak memory (MB) | load before / after |",
-        "|---|---:|---:|---:|---:|---|",
+        "| setup | frames | faces | frames/s | CPU ms/frame | peak memory (MB) | load before / after |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for row in results["loops"]:
         if "error" in row:
-            lines.append(f"| {row['label']} | failed: {' '.join(row['error'])} | | | | |")
+            lines.append(f"| {row['label']} | failed: {' '.join(row['error'])} | | | | | |")
             continue
         lines.append(
             f"| {row['label']} | {row['frames']} | {row['faces']} | {row['fps']:.1f} | "
-            f"{_megabytes(row['peak_rss_bytes'])} | {row['load'][0]:.2f} / {row['load'][1]:.2f} |"
+            f"{row['cpu_seconds'] * 1000.0 / max(row['frames'], 1):.0f} | {_megabytes(row['peak_rss_bytes'])} | {row['load'][0]:.2f} / {row['load'][1]:.2f} |"
         )
     return lines
 
@@ -201,17 +211,21 @@ def _enrolment(results: dict) -> list[str]:
 
 
 def _pi_estimates(results: dict) -> list[str]:
-    """Scale the loop's frames per second by each Pi's slowdown range; estimates, not measurements."""
+    """Scale each loop's CPU time per frame by each Pi's slowdown range; estimates, not measurements."""
     lines = [
-        "ESTIMATES, not measurements: this run's frames per second divided by the slowdown range of "
-        "one Pi core against one core here (basis in docs/benchmarks.md).",
+        "ESTIMATES, not measurements: the CPU milliseconds per frame of each loop above, multiplied "
+        "by the slowdown range of one Pi core against one core here (basis in docs/benchmarks.md). "
+        "CPU time is used because it depends far less on the load of this shared machine than wall time.",
         "",
-        "| setup | measured frames/s | " + " | ".join(f"{pi}, estimated frames/s" for pi in PI_ESTIMATES) + " |",
-        "|---|---:|" + "---:|" * len(PI_ESTIMATES),
+        "| setup | CPU ms/frame here | "
+        + " | ".join(f"{pi}: estimated frames/s" for pi in PI_SLOWDOWN)
+        + " |",
+        "|---|---:|" + "---:|" * len(PI_SLOWDOWN),
     ]
     for row in results["loops"]:
-        if "error" in row:
+        if "error" in row or not row.get("frames"):
             continue
-        estimates = [f"{row['fps'] / high:.1f} to {row['fps'] / low:.1f}" for low, high in PI_ESTIMATES.values()]
-        lines.append(f"| {row['label']} | {row['fps']:.1f} | " + " | ".join(estimates) + " |")
+        cpu_ms = row["cpu_seconds"] * 1000.0 / row["frames"]
+        estimates = [f"{1000.0 / (cpu_ms * high):.1f} to {1000.0 / (cpu_ms * low):.1f}" for low, high in PI_SLOWDOWN.values()]
+        lines.append(f"| {row['label']} | {cpu_ms:.0f} | " + " | ".join(estimates) + " |")
     return lines
