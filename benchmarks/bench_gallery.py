@@ -27,7 +27,11 @@ from .bench_pipelines import milliseconds_since, percentile_summary
 DIM = 128
 PHOTOS_PER_PERSON = 5
 NOISE = 0.03
-"""Per-dimension noise: at 128 dimensions a photo lies about 0.32 from its person's centre and 0.45 from another photo of them (Euclidean)."""
+"""Per-dimension noise of each photo.
+
+At 128 dimensions a photo lies about 0.32 from its person's centre and 0.45
+from another photo of the same person (Euclidean distance).
+"""
 IVF_MAX_LISTS = 1024
 IVF_NPROBE = 16
 
@@ -171,7 +175,7 @@ def make_people_folder(lfw_images: Path, people: int, photos_per_person: int, ta
 def measure_enrolment(pipeline: Pipeline, lfw_images: Path, sizes: list[tuple[int, int]], loads: int = 5) -> list[dict]:
     """Enrol LFW people into a fresh gallery and time the enrolment and ``Gallery.load``.
 
-    ``sizes`` holds ``(people, photos per person)`` pairs.
+    ``sizes`` contains ``(people, photos per person)`` pairs.
     """
     results = []
     for people, per_person in sizes:

@@ -33,9 +33,9 @@ def peak_resident_bytes() -> int:
 def run_frame_loop(frames: Iterable[np.ndarray], process: Callable[[np.ndarray], int]) -> dict:
     """Feed every frame to ``process`` (which returns its face count); return counts, wall and CPU time.
 
-    NOTE: this stands in for the daemon's loop until ``edgeface.daemon`` is
-    on main. Swap ``frames`` for its camera source and ``process`` for its
-    per-frame step, so this figure measures the real daemon.
+    NOTE: this loop replaces the daemon's until ``edgeface.daemon`` is on
+    main. Pass its camera source as ``frames`` and its per-frame step as
+    ``process``, so that this figure measures the real daemon.
     """
     count = 0
     faces = 0

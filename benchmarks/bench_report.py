@@ -19,18 +19,19 @@ PI_SLOWDOWN = {
 }
 """How many times slower one Pi core is than one core of the 2-core AMD EPYC (Zen 4) development machine.
 
-Each range is the single-thread prime-count rate measured there with
-benchmarks/prime_events.c (4,600 events per CPU second) over the published
-``sysbench cpu --threads=1`` rates of each board: 1,478 and 812 events/s for
-the Pi 4, 2,737 and 1,847 for the Pi 5 (leoncode.co.uk and zbotic.in Pi 5
-reviews). NOTE: an integer benchmark understates the gap for the model
-stages, which use AVX-512 on the EPYC and 128-bit NEON on the Pi, so the
-Pi estimates are more likely too fast than too slow. Rerun on a Pi to replace them.
+There, benchmarks/prime_events.c counted primes at 4,600 events per CPU
+second on one thread. Published ``sysbench cpu --threads=1`` rates are
+1,478 and 812 events/s for the Pi 4 and 2,737 and 1,847 for the Pi 5
+(leoncode.co.uk's Raspberry Pi benchmarks and zbotic.in's Pi 5 review).
+Each range is this machine's rate over those two rates.
+
+NOTE: an integer benchmark understates the gap for the model stages, which
+use AVX-512 here and 128-bit NEON on the Pi, so these estimates are more
+likely too fast than too slow. Rerun on a Pi to replace them.
 """
 
-
 def format_report(results: dict) -> str:
-    """Return the whole report; a section whose results are missing says so."""
+    """Return the whole report; a section without results is marked as not measured."""
     parts = [
         "# edgeface benchmark",
         "",

@@ -1,9 +1,9 @@
 /* Count primes below 10000 by trial division, repeatedly, on one thread, and
- * print events per CPU second. One event is one full count, the unit that
- * "sysbench cpu --threads=1" reports with its default limit of 10000, so the
- * rate can be set beside published sysbench figures for Raspberry Pi boards.
- * CPU time, not wall time, is used so that other processes on a shared
- * machine do not lower the rate.
+ * print events per CPU second. One event is one full count. That is the unit
+ * that "sysbench cpu --threads=1" reports with its default limit of 10000, so
+ * the rate can be compared with published sysbench figures for Raspberry Pi
+ * boards. CPU time is used, not wall time, so that other processes on a
+ * shared machine do not lower the rate.
  *
  * Build and run: cc -O2 -o prime_events prime_events.c -lm && ./prime_events
  */
