@@ -123,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     results["load"]["end"] = os.getloadavg()
     results["seconds"] = (datetime.now(timezone.utc) - started).total_seconds()
 
-    report = format_report(results)
+    # The figures are saved before the report is built, so a report error cannot lose a long run.
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    report = format_report(results)
     args.out.with_suffix(".md").write_text(report, encoding="utf-8")
     print(report)
     print(f"results written to {args.out} and {args.out.with_suffix('.md')}")
