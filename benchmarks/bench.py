@@ -79,6 +79,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--enrol-people", type=int, nargs="+", default=[10, 1000], metavar="N", help="gallery sizes for enrolment, in people (default: 10 1000)")
     parser.add_argument("--queries", type=int, default=200, metavar="N", help="single-vector searches per gallery size (default: 200)")
     parser.add_argument("--out", type=Path, default=Path("out/bench.json"), metavar="FILE", help="JSON results (default: out/bench.json); the Markdown report goes beside it as .md")
+    parser.add_argument("--report-from", type=Path, metavar="FILE", help="print the report of an earlier run's JSON file and measure nothing")
     parser.add_argument("--loop-child", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -89,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         from .bench_loop import run_child
 
         print(json.dumps(run_child(json.loads(args.loop_child))))
+        return 0
+    if args.report_from:
+        print(format_report(json.loads(args.report_from.read_text(encoding="utf-8"))))
         return 0
 
     for path in (args.video, args.lfw, args.people, args.yunet):
