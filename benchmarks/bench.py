@@ -11,8 +11,8 @@ Prints a Markdown report and writes every figure to a JSON file:
 - FAISS search latency, memory and IVF recall at 1k to 1M vectors;
 - enrolment throughput and gallery load time at 10 and 1,000 people.
 
-Run from the repository root (about 15 minutes on 2 cores; ``--quick``
-skips the 1M gallery and the CLIP models)::
+Run from the repository root (25 minutes on a shared 2-core machine;
+``--quick`` skips the 1M-vector gallery and the CLIP models)::
 
     .venv/bin/python -m benchmarks.bench [--quick] [--models DIR] [--out out/bench.json]
 
@@ -67,18 +67,36 @@ EDGEFACE_YUNET_INT8 = "edgeface YuNet + ResNet ONNX int8"
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="skip the 1M-vector gallery and the CLIP models")
-    parser.add_argument("--models", type=Path, metavar="DIR", help="folder with the models and manifests (default: build them in a temporary folder)")
-    parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO, metavar="FILE", help=f"video for the frame loop (default: {DEFAULT_VIDEO})")
-    parser.add_argument("--lfw", type=Path, default=DEFAULT_LFW, metavar="DIR", help=f"LFW images folder, one sub-folder per person (default: {DEFAULT_LFW})")
-    parser.add_argument("--people", type=Path, default=DEFAULT_KNN, metavar="DIR", help=f"people enrolled for the comparison and loops (default: {DEFAULT_KNN})")
-    parser.add_argument("--yunet", type=Path, default=DEFAULT_YUNET, metavar="FILE", help=f"YuNet model (default: {DEFAULT_YUNET})")
-    parser.add_argument("--mobilefacenet", type=Path, default=DEFAULT_MOBILEFACENET, metavar="FILE", help="MobileFaceNet ONNX file, copied before registering")
-    parser.add_argument("--compare-frames", type=int, default=138, metavar="N", help="video frames, spread over the clip, in the interleaved comparison (default: 138, every second frame)")
+    parser.add_argument(
+        "--models", type=Path, metavar="DIR",
+        help="folder with the models and manifests (default: build them in a temporary folder)",
+    )
+    parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO, metavar="FILE", help="video for the loops and the comparison (default: %(default)s)")
+    parser.add_argument("--lfw", type=Path, default=DEFAULT_LFW, metavar="DIR", help="LFW images folder, one sub-folder per person (default: %(default)s)")
+    parser.add_argument(
+        "--people", type=Path, default=DEFAULT_KNN, metavar="DIR",
+        help="people enrolled for the comparison and the loops, one sub-folder of photos each (default: %(default)s)",
+    )
+    parser.add_argument("--yunet", type=Path, default=DEFAULT_YUNET, metavar="FILE", help="YuNet face detector model (default: %(default)s)")
+    parser.add_argument(
+        "--mobilefacenet", type=Path, default=DEFAULT_MOBILEFACENET, metavar="FILE",
+        help="MobileFaceNet ONNX file, copied and registered when --models is not given (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--compare-frames", type=int, default=138, metavar="N",
+        help="video frames, spread over the clip, in the interleaved comparison (default: 138, every second frame)",
+    )
     parser.add_argument("--lfw-images", type=int, default=60, metavar="N", help="LFW photos in the interleaved comparison (default: 60)")
-    parser.add_argument("--loop-frames", type=int, metavar="N", help="frames of the video in each loop process (default: all)")
-    parser.add_argument("--enrol-people", type=int, nargs="+", default=[10, 1000], metavar="N", help="gallery sizes for enrolment, in people (default: 10 1000)")
+    parser.add_argument("--loop-frames", type=int, metavar="N", help="video frames in each loop process (default: all)")
+    parser.add_argument(
+        "--enrol-people", type=int, nargs="+", default=[10, 1000], metavar="N",
+        help="gallery sizes for the enrolment figures, in people (default: 10 1000)",
+    )
     parser.add_argument("--queries", type=int, default=200, metavar="N", help="single-vector searches per gallery size (default: 200)")
-    parser.add_argument("--out", type=Path, default=Path("out/bench.json"), metavar="FILE", help="JSON results (default: out/bench.json); the Markdown report goes beside it as .md")
+    parser.add_argument(
+        "--out", type=Path, default=Path("out/bench.json"), metavar="FILE",
+        help="JSON file for every figure (default: out/bench.json); the Markdown report is written beside it as .md",
+    )
     parser.add_argument("--report-from", type=Path, metavar="FILE", help="print the report of an earlier run's JSON file and measure nothing")
     parser.add_argument("--loop-child", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -260,8 +278,9 @@ def comparison_frames(args: argparse.Namespace) -> dict[str, tuple[list, list]]:
 
 def run_comparison(args: argparse.Namespace, models: dict[str, Path]) -> dict:
     """Interleave the baseline and three edgeface pipelines on the same video frames and LFW photos."""
-    from .bench_pipelines import BaselinePipeline, compare_on_frames, time_edgeface_frame
     from edgeface.imageio import is_image_file, load_image
+
+    from .bench_pipelines import BaselinePipeline, compare_on_frames, percentile_summary, time_edgeface_frame
 
     baseline = BaselinePipeline()
     for person in sorted(p for p in args.people.iterdir() if p.is_dir()):
@@ -285,17 +304,11 @@ def run_comparison(args: argparse.Namespace, models: dict[str, Path]) -> dict:
         summary = compare_on_frames(frames, decode_ms, runners)
         result["sets"][set_name] = {
             "frames": len(frames),
-            "decode_ms": _summary(decode_ms),
+            "decode_ms": percentile_summary(decode_ms),
             "pipelines": summary,
             "ratios": {name: end_to_end_ratio(summary, BASELINE, name) for name in runners if name != BASELINE},
         }
     return result
-
-
-def _summary(values):
-    from .bench_pipelines import percentile_summary
-
-    return percentile_summary(values)
 
 
 def run_stage_latency(args: argparse.Namespace, models: dict[str, Path]) -> dict:
