@@ -273,7 +273,7 @@ def time_models_per_face(
 ) -> dict[str, dict[str, dict]]:
     """Time align and embed of single faces for each model, rotating the model order per face.
 
-    ``samples`` holds ``(frame, Face)`` pairs from one detector and
+    ``samples`` contains ``(frame, Face)`` pairs from one detector and
     ``embedders`` maps a model label to its :class:`Embedder`. The model is
     called with one face at a time, as the door sees one person at a time.
     """
