@@ -224,7 +224,11 @@ def prepare_models(folder: Path, args: argparse.Namespace) -> Path:
         ]
         finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         if finished.returncode != 0:
-            print(f"warning: CLIP export failed, CLIP is left out:\n{finished.stderr[-2000:]}", file=sys.stderr)
+            print(
+                f"warning: CLIP export failed, so CLIP is left out (pass --models DIR with its files to include it):\n"
+                f"{finished.stderr[-2000:]}",
+                file=sys.stderr,
+            )
     return folder
 
 
