@@ -362,8 +362,10 @@ def run_session_options(args: argparse.Namespace, model: Path) -> dict:
     from edgeface.detection import YuNetDetector
     from edgeface.embedding import Embedder
 
-    from .bench_options import measure_session_options
-    from .bench_pipelines import lfw_sample, read_images
+    from edgeface.detection import DlibDetector
+
+    from .bench_options import measure_session_options, measure_spinning
+    from .bench_pipelines import lfw_sample, read_images, read_video
 
     detector = YuNetDetector(args.yunet)
     embedder = Embedder(model)
@@ -373,7 +375,10 @@ def run_session_options(args: argparse.Namespace, model: Path) -> dict:
         faces = detector.detect(image)
         if faces:
             chips.append(embedder.crop(image, faces[0].landmarks, faces[0].box))
-    return measure_session_options(embedder, chips, rounds=5)
+    result = measure_session_options(embedder, chips, rounds=5)
+    frames, _ = read_video(args.video, limit=60)
+    result["spinning"] = measure_spinning(embedder, DlibDetector(), frames[::2], chips[0])
+    return result
 
 
 def run_loops(args: argparse.Namespace, models: dict[str, Path]) -> list[dict]:

@@ -130,11 +130,17 @@ def measure_scaling(sizes: list[int], queries: int, k: int, seed: int = 0) -> li
                 index = build_ivf(vectors, rng)
             build_s = time.perf_counter() - start
             latency, ids = time_single_queries(index, probe, k)
+            threads = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)
+            latency_one_thread, _ = time_single_queries(index, probe, k)
+            faiss.omp_set_num_threads(threads)
             row[kind] = {
                 "build_seconds": build_s,
                 "serialized_bytes": int(faiss.serialize_index(index).size),
                 "rss_growth_bytes": max(0, resident_bytes() - before),
                 "latency_ms": latency,
+                "latency_one_thread_ms": latency_one_thread,
+                "openmp_threads": threads,
             }
             if kind == "flat":
                 exact_ids = ids

@@ -19,7 +19,8 @@ LEVELS = ("basic", "extended", "all")
 MODES = ("sequential", "parallel")
 
 
-def session_options(threads: int, level: str, mode: str):
+def session_options(threads: int, level: str, mode: str, spinning: bool = False):
+    """Return ONNX Runtime session options; idle threads spin only when ``spinning`` is true."""
     import onnxruntime
 
     levels = {
@@ -36,6 +37,7 @@ def session_options(threads: int, level: str, mode: str):
     options.graph_optimization_level = levels[level]
     options.execution_mode = modes[mode]
     options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return options
 
 
@@ -78,3 +80,52 @@ def measure_session_options(embedder, chips: list[np.ndarray], rounds: int) -> d
     ]
     best = min(rows, key=lambda row: row["ms_per_face"])
     return {"faces": len(chips), "rounds": rounds, "cpus": os.cpu_count(), "rows": rows, "best": best}
+
+
+def measure_spinning(embedder, detector, frames: list[np.ndarray], chip: np.ndarray) -> list[dict]:
+    """Time one embedding then one detection per frame, with idle ONNX Runtime threads spinning or not.
+
+    The door daemon alternates the two, so threads left spinning after an
+    embedding compete with the detector. Both settings take turns frame by
+    frame on the same session options otherwise.
+    """
+    import onnxruntime
+
+    sessions = {
+        spinning: onnxruntime.InferenceSession(
+            str(embedder.manifest.model_path),
+            session_options(0, "all", "sequential", spinning=spinning),
+            providers=["CPUExecutionProvider"],
+        )
+        for spinning in (True, False)
+    }
+    original = embedder.session
+    embed_ms: dict[bool, list[float]] = {True: [], False: []}
+    detect_ms: dict[bool, list[float]] = {True: [], False: []}
+    cpu_seconds = {True: 0.0, False: 0.0}
+    try:
+        for index, frame in enumerate(frames):
+            for spinning in ((True, False) if index % 2 else (False, True)):
+                embedder.session = sessions[spinning]
+                cpu_start = time.process_time()
+                start = time.perf_counter()
+                embedder.embed_crops([chip])
+                embed_ms[spinning].append((time.perf_counter() - start) * 1000.0)
+
+                start = time.perf_counter()
+                detector.detect(frame)
+                detect_ms[spinning].append((time.perf_counter() - start) * 1000.0)
+                cpu_seconds[spinning] += time.process_time() - cpu_start
+    finally:
+        embedder.session = original
+
+    return [
+        {
+            "spinning": spinning,
+            "embed_ms": float(np.median(embed_ms[spinning])),
+            "detect_ms": float(np.median(detect_ms[spinning])),
+            "cpu_seconds": cpu_seconds[spinning],
+            "frames": len(frames),
+        }
+        for spinning in (True, False)
+    ]

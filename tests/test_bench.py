@@ -126,7 +126,7 @@ def test_report_has_every_section():
         "named": 0,
     }
     loop = {"label": "edgeface", "frames": 3, "faces": 3, "fps": 10.0, "cpu_seconds": 0.3, "peak_rss_bytes": 100e6, "load": [1.0, 1.0]}
-    scaling_index = {"latency_ms": timing, "serialized_bytes": 1000, "build_seconds": 0.1}
+    scaling_index = {"latency_ms": timing, "latency_one_thread_ms": timing, "serialized_bytes": 1000, "build_seconds": 0.1}
     results = {
         "command": "python -m benchmarks.bench",
         "date": "2026-01-01 00:00 UTC",
