@@ -59,7 +59,16 @@ class Embedder:
                 f"recognise nobody. Export real weights, or pass --allow-untrained to use it anyway."
             )
 
+        # All graph optimisations and sequential execution were the fastest
+        # combination for the dlib model in benchmarks/bench.py (parallel mode
+        # was slower at every thread count). They are ONNX Runtime's defaults
+        # today and are set here so a change of default cannot slow the door.
+        # Idle intra-op threads stop spinning: spinning threads took CPU from
+        # the face detector that runs between two embeddings and slowed it.
         options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
