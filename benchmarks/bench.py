@@ -262,7 +262,7 @@ def enrol_gallery(pipeline, people: Path):
     from edgeface.gallery import Gallery
 
     with tempfile.TemporaryDirectory() as scratch:
-        sync_gallery(people, scratch, pipeline, dominant_face_ratio=2.0)
+        sync_gallery(people, scratch, pipeline, 2.0)
         return Gallery.load(scratch)
 
 

@@ -191,7 +191,7 @@ def measure_enrolment(pipeline: Pipeline, lfw_images: Path, sizes: list[tuple[in
             photos = make_people_folder(lfw_images, people, per_person, people_dir)
 
             start = time.perf_counter()
-            reports = sync_gallery(people_dir, gallery_dir, pipeline, dominant_face_ratio=2.0)
+            reports = sync_gallery(people_dir, gallery_dir, pipeline, 2.0).people
             enrol_s = time.perf_counter() - start
 
             load_ms = []

@@ -33,9 +33,8 @@ def peak_resident_bytes() -> int:
 def run_frame_loop(frames: Iterable[np.ndarray], process: Callable[[np.ndarray], int]) -> dict:
     """Feed every frame to ``process`` (which returns its face count); return counts, wall and CPU time.
 
-    NOTE: this loop replaces the daemon's until ``edgeface.daemon`` is on
-    main. Pass its camera source as ``frames`` and its per-frame step as
-    ``process``, so that this figure measures the real daemon.
+    For edgeface, ``process`` is the door daemon's own per-frame step
+    (:meth:`edgeface.daemon.Daemon.process`), fed every frame of the video.
     """
     count = 0
     faces = 0
@@ -92,24 +91,41 @@ def _baseline_step(people: Path) -> Callable[[np.ndarray], int]:
 
 
 def _edgeface_step(setup: dict) -> Callable[[np.ndarray], int]:
-    from edgeface.config import defaults
-    from edgeface.enrolment import sync_gallery
-    from edgeface.gallery import Gallery
-    from edgeface.pipeline import Pipeline
-    from edgeface.voting import VotingParams
+    """Return the door daemon's own per-frame step (quality gate, tracking, vote, decision) for one setup."""
+    import cv2
 
-    config = defaults()
-    config["embedder"]["model"] = setup["model"]
-    config["embedder"]["allow_untrained"] = True
-    config["detector"]["backend"] = setup["detector"]
-    config["detector"]["yunet_model"] = setup["yunet"]
+    from edgeface.camera import Frame
+    from edgeface.config import load_config
+    from edgeface.daemon import Daemon
+    from edgeface.enrolment import sync_gallery
+    from edgeface.pipeline import Pipeline
+
+    scratch = tempfile.mkdtemp(prefix="edgeface-bench-")
+    config = load_config(None, {
+        "embedder.model": setup["model"],
+        "embedder.allow_untrained": True,
+        "detector.backend": setup["detector"],
+        "detector.yunet_model": setup["yunet"],
+        "matching.threshold": setup["threshold"],
+        "gallery.path": os.path.join(scratch, "gallery"),
+        "events.database": os.path.join(scratch, "events.db"),
+        "camera.source": setup["video"],
+        "door.simulate": True,
+    })
     pipeline = Pipeline.from_config(config)
-    with tempfile.TemporaryDirectory() as scratch:
-        sync_gallery(setup["people"], scratch, pipeline, dominant_face_ratio=2.0)
-        gallery = Gallery.load(scratch)
-    params = VotingParams(threshold=setup["threshold"])
+    sync_gallery(setup["people"], config["gallery"]["path"], pipeline, 2.0)
+    daemon = Daemon(config, pipeline=pipeline)
+    daemon._load_gallery()
+    fps = 29.97
+    index = 0
 
     def step(frame: np.ndarray) -> int:
-        return len(pipeline.identify(frame, gallery, params))
+        nonlocal index
+        # The bench decodes frames to RGB; the daemon takes the camera's BGR.
+        bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        before = daemon.counters["faces"]
+        daemon.process(Frame(image=bgr, time=index / fps, index=index))
+        index += 1
+        return daemon.counters["faces"] - before
 
     return step

@@ -56,7 +56,7 @@ def main() -> None:
                 shutil.copy(person / f"{i}.pgm", enrol_dir / person.name)
 
         start = time.perf_counter()
-        reports = sync_gallery(enrol_dir, Path(scratch) / "gallery", pipeline, 2.0)
+        reports = sync_gallery(enrol_dir, Path(scratch) / "gallery", pipeline, 2.0).people
         enrol_seconds = time.perf_counter() - start
         skipped = sum(len(r.skipped) for r in reports)
         gallery = pipeline.load_gallery(Path(scratch) / "gallery")
