@@ -56,7 +56,7 @@ MODEL_FILES = {
     "CLIP ViT-B/32 int8 (random)": "clip-vit-b-32-random.int8.onnx",
 }
 THRESHOLDS = {"MobileFaceNet": 1.05}
-"""Matching distance per model; the others use the dlib model's default of 0.40."""
+"""Matching distance per model; the others use the dlib model's default of 0.34."""
 
 BASELINE = "face_recognition (dlib HOG + dlib ResNet)"
 EDGEFACE_DEFAULT = "edgeface default (dlib HOG + ResNet ONNX fp32)"
@@ -253,7 +253,7 @@ def build_pipeline(model: Path, detector: str, yunet: Path):
 def voting_params(label: str):
     from edgeface.voting import VotingParams
 
-    return VotingParams(threshold=THRESHOLDS.get(label, 0.40))
+    return VotingParams(threshold=THRESHOLDS.get(label, 0.34))
 
 
 def enrol_gallery(pipeline, people: Path):
@@ -384,9 +384,9 @@ def run_session_options(args: argparse.Namespace, model: Path) -> dict:
 def run_loops(args: argparse.Namespace, models: dict[str, Path]) -> list[dict]:
     """Run the daemon's per-frame loop over the whole video once per setup, each in its own process."""
     setups = [{"kind": "baseline", "label": BASELINE}]
-    setups.append({"kind": "edgeface", "label": EDGEFACE_DEFAULT, "detector": "dlib", "model": str(models["dlib ResNet fp32"]), "threshold": 0.40})
+    setups.append({"kind": "edgeface", "label": EDGEFACE_DEFAULT, "detector": "dlib", "model": str(models["dlib ResNet fp32"]), "threshold": 0.34})
     for label, path in models.items():
-        setups.append({"kind": "edgeface", "label": f"edgeface YuNet + {label}", "detector": "yunet", "model": str(path), "threshold": THRESHOLDS.get(label, 0.40)})
+        setups.append({"kind": "edgeface", "label": f"edgeface YuNet + {label}", "detector": "yunet", "model": str(path), "threshold": THRESHOLDS.get(label, 0.34)})
 
     results = []
     for setup in setups:
