@@ -9,6 +9,7 @@ would be the worst case for an IVF index, whose lists follow clusters.
 from __future__ import annotations
 
 import math
+import shutil
 import os
 import tempfile
 import time
@@ -161,7 +162,10 @@ def measure_scaling(sizes: list[int], queries: int, k: int, seed: int = 0) -> li
 
 
 def make_people_folder(lfw_images: Path, people: int, photos_per_person: int, target: Path) -> int:
-    """Link the first photos of the first ``people`` LFW people (sorted) into ``target``; return the photo count.
+    """Copy the first photos of the first ``people`` LFW people (sorted) into ``target``; return the photo count.
+
+    Copies, not links: enrolment rejects links that lead out of the people
+    folder, as it does on a USB stick.
 
     People with fewer photos contribute what they have, so the count may be
     less than ``people * photos_per_person``.
@@ -173,7 +177,7 @@ def make_people_folder(lfw_images: Path, people: int, photos_per_person: int, ta
         person = target / folder.name
         person.mkdir(parents=True)
         for photo in photos:
-            (person / photo.name).symlink_to(photo.resolve())
+            shutil.copyfile(photo, person / photo.name)
         total += len(photos)
     return total
 
