@@ -10,12 +10,13 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from . import __version__, demo, doctor, mqtt_cli, sync_command
+from . import __version__
 from .config import load_config
-from .evaluation import cli as evaluation
 from .errors import EdgefaceError, ImageError
 
 log = logging.getLogger("edgeface")
@@ -28,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
 
+    # Ctrl-C ends the process at once, as by default, because an interrupt
+    # inside a native library's start-up would otherwise surface as a
+    # misleading ImportError. Galleries, reports and the event log are
+    # written atomically, and the daemon installs its own SIGINT handler,
+    # which releases the relay.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     parser = _build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -44,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from . import demo, doctor, mqtt_cli, sync_command
+    from .evaluation import cli as evaluation
+
     parser = argparse.ArgumentParser(prog="edgeface", description="Face recognition door access for the Raspberry Pi.")
     parser.add_argument("--version", action="version", version=f"edgeface {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
