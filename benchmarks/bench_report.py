@@ -143,7 +143,8 @@ def _stages(results: dict) -> list[str]:
 
 def _loops(results: dict) -> list[str]:
     lines = [
-        "Read frame, detect, align and embed each face, search and vote, over the whole video; "
+        "The door daemon's per-frame step (detect, quality gate, track, embed undecided tracks, search, vote, decide) "
+        "for edgeface, the face_recognition calls for the baseline, over the whole video; "
         "one process per row, peak resident memory (VmHWM) of that process.",
         "",
         "| setup | frames | faces | frames/s | CPU ms/frame | peak memory (MB) | load before / after |",
