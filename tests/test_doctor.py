@@ -417,6 +417,15 @@ def test_simulated_door_skips_gpio(setup):
     assert setup.factory.pins == {}
 
 
+def test_simulated_door_still_checks_pin_names(setup):
+    results = results_named(check(setup, **{"door.simulate": True, "door.relay_pin": "GPIO99"}), "gpio")
+
+    assert len(results) == 1
+    assert not results[0].ok
+    assert "GPIO99" in results[0].message
+    assert setup.factory.pins == {}  # the real pins were not touched
+
+
 # --- MQTT --------------------------------------------------------------------
 
 
