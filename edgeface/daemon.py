@@ -405,6 +405,16 @@ class Daemon:
             return
         self.gallery = gallery
         log.info("gallery loaded: %d people, %d photos", len(gallery.people), len(gallery))
+        closest = gallery.closest_people()
+        if closest is not None and closest[2] <= self.params.threshold:
+            first, second, distance = closest
+            message = (
+                f"{first} and {second} have photos {distance:.3f} apart, within matching.threshold "
+                f"{self.params.threshold}: a face between them can match either. Check that their photos are "
+                "in the right folders, or lower matching.threshold"
+            )
+            log.warning("ambiguous gallery: %s", message)
+            self._record("fault", {"source": "gallery", "kind": "ambiguous", "message": message})
         self._publish_state(gallery_size=len(gallery), people=len(gallery.people))
 
     def _people(self) -> int:

@@ -216,6 +216,17 @@ def check_gallery(config: dict, manifest: Any) -> CheckResult:
     people = gallery.people
     if not people:
         return fail("gallery", f"the gallery at {folder} has nobody enrolled, so the door never opens", enrol_fix)
+    closest = gallery.closest_people()
+    threshold = config["matching"]["threshold"]
+    if closest is not None and closest[2] <= threshold:
+        first, second, distance = closest
+        return fail(
+            "gallery",
+            f"{first} and {second} have photos {distance:.3f} apart, within matching.threshold {threshold}, "
+            "so a face between them can match either (a threshold too loose for the model, a photo in the wrong "
+            "folder, or twins)",
+            f"check the photos of {first} and {second}, or lower matching.threshold below {distance:.2f}",
+        )
     checked = "" if manifest is not None else " (model not checked: the model check failed)"
     return ok("gallery", f"{folder}: {len(people)} people, {len(gallery)} photos, model {gallery.model_name}{checked}")
 

@@ -170,6 +170,23 @@ class Gallery:
         """Return the stored vector of one enrolled photo."""
         return self.vectors[self.photos[person][photo].row]
 
+    def closest_people(self, max_rows: int = 5000) -> tuple[str, str, float] | None:
+        """Return the two different people with the nearest pair of vectors, and that distance.
+
+        Returns None with fewer than two people, or above ``max_rows``
+        vectors, where the all-pairs comparison would cost too much memory.
+        """
+        rows = len(self.labels)
+        if len(set(self.labels)) < 2 or rows > max_rows:
+            return None
+        similarity = self.vectors @ self.vectors.T
+        labels = np.array(self.labels, dtype=object)
+        similarity[labels[:, None] == labels[None, :]] = -np.inf
+        i, j = np.unravel_index(int(np.argmax(similarity)), similarity.shape)
+        distance = float(np.sqrt(max(0.0, 2.0 - 2.0 * float(similarity[i, j]))))
+        first, second = sorted((self.labels[i], self.labels[j]))
+        return first, second, distance
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
         """Return the ``k`` nearest vectors of each query as Euclidean distances and people.
 

@@ -474,3 +474,17 @@ def test_image_folder_without_readable_images_exits_1(tmp_path, dlib_resnet):
     config = make_config(tmp_path, dlib_resnet, folder, **yunet_settings())
     daemon = Daemon(config, pipeline=Pipeline.from_config(config))
     assert daemon.run() == 1
+
+
+def test_gallery_with_people_within_threshold_is_reported(tmp_path, dlib_resnet):
+    require(CLIP)
+    config = make_config(tmp_path, dlib_resnet, CLIP, **yunet_settings(), **{"matching.threshold": 1.0})
+    pipeline = enrol(config, {SINGER: HAMILTON / "lin-manuel-miranda.png", PIANIST: HAMILTON / "alex-lacamoire.png"})
+    daemon = Daemon(config, pipeline=pipeline)
+    try:
+        daemon._load_gallery()
+    finally:
+        daemon.close()
+    ambiguous = [f for f in faults_of(config) if f["kind"] == "ambiguous"]
+    assert len(ambiguous) == 1
+    assert PIANIST in ambiguous[0]["message"] and SINGER in ambiguous[0]["message"]

@@ -242,6 +242,15 @@ def test_gallery_of_other_model_fails(setup):
     assert "fingerprint" in result.message
 
 
+def test_people_within_threshold_of_each_other_fail(setup):
+    # The two people of the test gallery lie well within 1.4 of each other.
+    result = only(check(setup, **{"matching.threshold": 1.4}), "gallery")
+
+    assert not result.ok
+    assert "person0 and person1" in result.message
+    assert "lower matching.threshold" in result.fix
+
+
 def test_empty_gallery_fails(setup):
     from edgeface.manifest import load_manifest
 

@@ -282,3 +282,18 @@ def test_second_lock_on_gallery_rejected(tmp_path):
                 pass
     with locked(tmp_path):
         pass
+
+
+def test_closest_people_of_known_vectors():
+    gallery = Gallery(model_name="m", fingerprint="f", dim=2)
+    unit = lambda degrees: np.array([np.cos(np.radians(degrees)), np.sin(np.radians(degrees))], np.float32)  # noqa: E731
+    gallery.replace_people({
+        "ann": {"a.jpg": ("a" * 64, unit(0)), "b.jpg": ("b" * 64, unit(5))},
+        "bob": {"c.jpg": ("c" * 64, unit(60))},
+        "cy": {"d.jpg": ("d" * 64, unit(180))},
+    })
+    first, second, distance = gallery.closest_people()
+    # ann's photo at 5 degrees is nearest to bob's at 60: 55 degrees apart.
+    assert (first, second) == ("ann", "bob")
+    assert distance == pytest.approx(2 * np.sin(np.radians(55) / 2), abs=1e-5)
+    assert Gallery(model_name="m", fingerprint="f", dim=2).closest_people() is None
