@@ -9,8 +9,9 @@ thread runs the frame loop:
 
 Failing closed is the rule throughout. The relay is forced off when the
 daemon starts, after every pulse, on any exception in the loop, on a camera
-fault, on SIGTERM and SIGINT (within milliseconds: the main thread waits
-idle, so the signal handler runs at once) and at exit. A gallery that
+fault, on SIGTERM and SIGINT, and at exit. A signal releases it within
+milliseconds, because the main thread waits idle and so runs the signal
+handler at once. A gallery that
 cannot be read means nobody is recognised until a good one loads.
 
 The daemon reloads the gallery when its file changes (``edgeface sync``
@@ -207,7 +208,7 @@ class Daemon:
             self._instance_lock = None
 
     def status(self) -> dict[str, Any]:
-        """A snapshot of the counters and state, for the log, systemd and MQTT."""
+        """Return a snapshot of the counters and state, for the log, systemd and MQTT."""
         return {
             "uptime_s": round(time.monotonic() - self._started, 1),
             "fps": round(self._fps, 2),
@@ -393,14 +394,14 @@ class Daemon:
         self.tracker.clear()
         if stamp is None:
             self.gallery = None
-            log.warning("no gallery at %s: nobody will be recognised. Enrol people with: edgeface sync", self._gallery_dir / GALLERY_FILE)
+            log.warning("gallery not found at %s: nobody will be recognised. Enrol people with: edgeface sync", self._gallery_dir / GALLERY_FILE)
             return
         try:
             gallery = self.pipeline.load_gallery(self._gallery_dir)
         except EdgefaceError as error:
             self.gallery = None
             self.counters["faults"] += 1
-            log.error("gallery not loaded, nobody will be recognised until it is fixed: %s", error)
+            log.error("loading the gallery failed, so nobody will be recognised until it is fixed: %s", error)
             self._record("fault", {"source": "gallery", "kind": "load_failed", "message": str(error)[:500]})
             return
         self.gallery = gallery
