@@ -304,7 +304,7 @@ class Daemon:
 
         self.pipeline.times = StageTimes()
         rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
-        faces = self.pipeline.detect(rgb)
+        faces = self.pipeline.detect(rgb, bgr=frame.image)
         judged = [f for f in faces if eye_distance(f) >= self.min_eye_distance and sharpness(rgb, f) >= self.min_sharpness]
         self.counters["faces"] += len(judged)
         tracks = self.tracker.update(judged, now)

@@ -54,9 +54,14 @@ class Face:
 
 
 class Detector(Protocol):
-    """A face detector: an RGB uint8 frame in, faces out, largest first."""
+    """A face detector: an RGB uint8 frame in, faces out, largest first.
 
-    def detect(self, image: np.ndarray) -> list[Face]: ...
+    ``bgr``, when given, is the same frame in BGR order. A caller that has
+    both (the daemon gets BGR from the camera) saves a detector that works
+    in BGR a conversion of the whole frame.
+    """
+
+    def detect(self, image: np.ndarray, bgr: np.ndarray | None = None) -> list[Face]: ...
 
 
 def _largest_first(faces: list[Face]) -> list[Face]:
@@ -105,10 +110,11 @@ class YuNetDetector:
         self.max_side = max_side
         self._input_size: tuple[int, int] | None = None
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: np.ndarray, bgr: np.ndarray | None = None) -> list[Face]:
         height, width = image.shape[:2]
         scale = min(1.0, self.max_side / max(height, width))
-        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        if bgr is None:
+            bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         if scale < 1.0:
             bgr = cv2.resize(bgr, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
 
@@ -180,7 +186,7 @@ class DlibDetector:
         self.score_threshold = score_threshold
         self.max_side = max_side
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: np.ndarray, bgr: np.ndarray | None = None) -> list[Face]:
         from .dlib_landmarks import landmarks_from_dlib5
 
         image = np.ascontiguousarray(image)

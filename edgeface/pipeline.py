@@ -80,10 +80,13 @@ class Pipeline:
         gallery.check_model(self.model_name, self.fingerprint)
         return gallery
 
-    def detect(self, image: np.ndarray) -> list[Face]:
-        """Return the faces of a frame at least ``min_face_size`` pixels on their shorter side."""
+    def detect(self, image: np.ndarray, bgr: np.ndarray | None = None) -> list[Face]:
+        """Return the faces of an RGB frame at least ``min_face_size`` pixels on their shorter side.
+
+        ``bgr`` is the same frame in BGR order, when the caller has it (see :class:`Detector`).
+        """
         start = time.perf_counter()
-        faces = self.detector.detect(image)
+        faces = self.detector.detect(image, bgr)
         self.times.detect = (time.perf_counter() - start) * 1000.0
 
         large_enough = [face for face in faces if min(face.box[2], face.box[3]) >= self.min_face_size]

@@ -273,11 +273,11 @@ def test_embedder_errors_lock_the_door_and_end_the_run(tmp_path, dlib_resnet):
     daemon = Daemon(config, pipeline=pipeline)
     real_detect = pipeline.detect
 
-    def detect(image):
+    def detect(image, bgr=None):
         # Fail on every frame once the door has been opened.
         if daemon.counters["grants"]:
             raise RuntimeError("embedder crashed")
-        return real_detect(image)
+        return real_detect(image, bgr)
 
     pipeline.detect = detect
     assert daemon.run() == 1  # ten failures in a row end the run, for systemd to restart
