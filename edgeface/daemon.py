@@ -38,6 +38,7 @@ from .decision import AccessDecider, DecisionParams, Outcome
 from .door import Door
 from .errors import EdgefaceError
 from .gallery import GALLERY_FILE, Gallery
+from .lockfile import try_lock
 from .notify import Notifier
 from .pipeline import Pipeline, StageTimes
 from .quality import eye_distance, sharpness
@@ -104,7 +105,7 @@ class Daemon:
         faiss.omp_set_num_threads(1)
         # The relay first, forced off, so that nothing below can leave it on.
         self.door = Door(config["door"], pin_factory=pin_factory, listener=self._door_event)
-        self._instance_lock: Any = None
+        self._instance_lock: int | None = None
         try:
             self._instance_lock = _lock_instance(Path(config["events"]["database"]))
             self.notifier = notifier or Notifier()
@@ -140,7 +141,7 @@ class Daemon:
         except BaseException:
             self.door.close()
             if self._instance_lock is not None:
-                self._instance_lock.close()
+                os.close(self._instance_lock)
             raise
 
     # -- main thread -------------------------------------------------------
@@ -204,7 +205,7 @@ class Daemon:
         except Exception:
             log.exception("closing the event log failed")
         if self._instance_lock is not None:
-            self._instance_lock.close()
+            os.close(self._instance_lock)
             self._instance_lock = None
 
     def status(self) -> dict[str, Any]:
@@ -497,35 +498,31 @@ class Daemon:
         return f"{camera}; {self._people()} people; {c['grants']} granted, {c['denials']} denied, {c['faults']} faults"
 
 
-def _lock_instance(database: Path):
+def _lock_instance(database: Path) -> int:
     """Hold an exclusive lock beside the event log, so that one daemon at a time uses it.
 
     Two daemons on one event log would interleave their records, and would
-    usually also share the relay pin and the camera.
+    usually also share the relay pin and the camera. Returns the lock
+    file's descriptor, which contains this process's id.
     """
-    import fcntl
-
     path = database.with_name(database.name + ".lock")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+")
-    except OSError as error:
-        raise EdgefaceError(f"cannot create the lock file {path}: {error.strerror}; check that events.database is in a writable folder") from error
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        owner = handle.read().strip() or "unknown"
-        handle.close()
+        descriptor = try_lock(path)
+    except BlockingIOError:
+        try:
+            owner = path.read_text(encoding="ascii", errors="replace").strip() or "unknown"
+        except OSError:
+            owner = "unknown"
         raise EdgefaceError(
             f"another edgeface run (pid {owner}) is using the event log {database}; stop it first, "
             "or give this one its own events.database"
         ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
+    except OSError as error:
+        raise EdgefaceError(f"cannot create the lock file {path}: {error.strerror}; check that events.database is in a writable folder") from error
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, str(os.getpid()).encode("ascii"), 0)
+    return descriptor
 
 
 def _thumbnail(image: np.ndarray, face: Any, size: int = 96) -> bytes | None:

@@ -17,7 +17,6 @@ distances, ``d = sqrt(2 - 2 * cos)``, before any threshold is applied.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ import faiss
 import numpy as np
 
 from .errors import GalleryError, ModelMismatchError
+from .lockfile import try_lock
 from .people import DEFAULT_OPTIONS, PersonOptions, PersonOptionsError
 
 log = logging.getLogger(__name__)
@@ -358,19 +358,16 @@ def locked(folder: str | os.PathLike[str]) -> Iterator[None]:
     :class:`GalleryError` instead of waiting. Readers need no lock, because
     the gallery file is replaced by rename.
     """
-    path = Path(folder) / LOCK_FILE
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        descriptor = try_lock(Path(folder) / LOCK_FILE)
+    except BlockingIOError as error:
+        raise GalleryError(
+            f"another enrolment is updating the gallery in {folder}: wait until it finishes and try again"
+        ) from error
     except OSError as error:
         raise GalleryError(f"cannot lock the gallery folder {folder}: {error.strerror or error}") from error
     try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            raise GalleryError(
-                f"another enrolment is updating the gallery in {folder}: wait until it finishes and try again"
-            ) from error
         yield
     finally:
         os.close(descriptor)
