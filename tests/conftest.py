@@ -8,6 +8,7 @@ beside the model file and ../shared is read-only in CI.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,12 @@ def on_intervals(pin) -> tuple[list[tuple[float, float]], bool]:
             intervals.append((start, when - start))
             start = None
     return intervals, start is not None
+
+
+def wait_until(condition, timeout: float = 30.0, what: str = "a condition") -> None:
+    """Poll ``condition`` every 20 ms; fail the test naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)

@@ -203,9 +203,3 @@ class Collector:
         self.client.loop_stop()
 
 
-def wait_until(predicate, timeout: float = WAIT_SECONDS, what: str = "a condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)

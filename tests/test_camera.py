@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 import types
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import SHARED, YUNET, on_intervals, pin_history, require
+from conftest import SHARED, YUNET, on_intervals, pin_history, require, wait_until
 from edgeface.config import load_config
 from edgeface.daemon import Daemon
 from edgeface.enrolment import sync_gallery
@@ -212,14 +212,6 @@ def run_in_background(daemon):
     thread = threading.Thread(target=lambda: result.setdefault("code", daemon.run()), daemon=True)
     thread.start()
     return thread, result
-
-
-def wait_until(condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.02)
 
 
 def faults_of(config):

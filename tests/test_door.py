@@ -12,21 +12,13 @@ from edgeface.config import defaults
 from edgeface.door import Door
 from edgeface.errors import ConfigError
 
-from conftest import on_intervals
+from conftest import on_intervals, wait_until
 
 
 def settings(**changes):
     door = defaults()["door"]
     door.update({"unlock_seconds": 0.3, **changes})
     return door
-
-
-def wait_for(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met")
-        time.sleep(0.01)
 
 
 def test_relay_starts_off_and_a_pulse_ends_off():
@@ -37,7 +29,7 @@ def test_relay_starts_off_and_a_pulse_ends_off():
     assert pin.state is False
     door.pulse("test")
     assert pin.state is True and door.unlocked
-    wait_for(lambda: not door.unlocked)
+    wait_until(lambda: not door.unlocked)
     intervals, still_on = on_intervals(pin)
     assert not still_on
     assert len(intervals) == 1
@@ -101,15 +93,15 @@ def test_exit_button_pulses_and_contact_reports_forced_open():
     assert door.contact == "closed"
 
     contact.drive_high()  # opened while locked: forced open
-    wait_for(lambda: "forced_open" in events)
+    wait_until(lambda: "forced_open" in events)
     assert door.contact == "open"
-    wait_for(lambda: "held_open" in events)
+    wait_until(lambda: "held_open" in events)
     contact.drive_low()
 
     button.drive_low()  # exit button pressed
-    wait_for(lambda: relay.state is True)
+    wait_until(lambda: relay.state is True)
     button.drive_high()
-    wait_for(lambda: relay.state is False)
+    wait_until(lambda: relay.state is False)
     assert "exit_button" in events
     door.close()
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,8 @@ from edgeface.errors import ConfigError
 from edgeface.events import EventLog
 from edgeface.mqtt import MqttBridge
 from edgeface.remote_commands import sign_unlock
-from mqtt_broker import MOSQUITTO, Broker, Collector, broker, free_port, make_certificates, wait_until  # noqa: F401
+from conftest import wait_until
+from mqtt_broker import MOSQUITTO, Broker, Collector, broker, free_port, make_certificates  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "door1"
