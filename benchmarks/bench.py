@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bench_machine import cpu_name
 from .bench_pipelines import end_to_end_ratio
 from .bench_report import format_report
 
@@ -175,17 +176,8 @@ def machine_facts() -> dict:
         dlib_version = dlib.__version__
     except ImportError:
         dlib_version = "not installed"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "logical_cpus": os.cpu_count(),
         "system": f"{platform.system()} {platform.release()} {platform.machine()}",
         "python": platform.python_version(),

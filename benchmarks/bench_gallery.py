@@ -23,6 +23,7 @@ from edgeface.gallery import Gallery
 from edgeface.imageio import is_image_file
 from edgeface.pipeline import Pipeline
 
+from .bench_machine import status_bytes
 from .bench_pipelines import milliseconds_since, percentile_summary
 
 DIM = 128
@@ -83,18 +84,6 @@ def build_ivf(vectors: np.ndarray, rng: np.random.Generator) -> faiss.IndexIVFFl
     return index
 
 
-def resident_bytes() -> int:
-    """Return this process's resident memory (VmRSS) in bytes, or 0 where /proc is absent."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def time_single_queries(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[dict, np.ndarray]:
     """Search one query per call, as the door does, and return the latency summary and the ids."""
     ids = []
@@ -122,7 +111,7 @@ def measure_scaling(sizes: list[int], queries: int, k: int, seed: int = 0) -> li
 
         row = {"size": size}
         for kind in ("flat", "ivf"):
-            before = resident_bytes()
+            before = status_bytes("VmRSS")
             start = time.perf_counter()
             if kind == "flat":
                 index = faiss.IndexFlatIP(DIM)
@@ -138,7 +127,7 @@ def measure_scaling(sizes: list[int], queries: int, k: int, seed: int = 0) -> li
             row[kind] = {
                 "build_seconds": build_s,
                 "serialized_bytes": int(faiss.serialize_index(index).size),
-                "rss_growth_bytes": max(0, resident_bytes() - before),
+                "rss_growth_bytes": max(0, status_bytes("VmRSS") - before),
                 "latency_ms": latency,
                 "latency_one_thread_ms": latency_one_thread,
                 "openmp_threads": threads,

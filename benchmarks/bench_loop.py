@@ -17,17 +17,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-
-def peak_resident_bytes() -> int:
-    """Return this process's peak resident memory (VmHWM) in bytes, or 0 where /proc is absent."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+from .bench_machine import status_bytes
 
 
 def run_frame_loop(frames: Iterable[np.ndarray], process: Callable[[np.ndarray], int]) -> dict:
@@ -66,7 +56,7 @@ def run_child(setup: dict) -> dict:
 
     frames = (frame for frame, _ in itertools.islice(iterate_video(Path(setup["video"])), setup.get("frames")))
     result = run_frame_loop(frames, process)
-    result["peak_rss_bytes"] = peak_resident_bytes()
+    result["peak_rss_bytes"] = status_bytes("VmHWM")
     result["load"] = [load_before, os.getloadavg()[0]]
     return result
 

@@ -20,6 +20,7 @@ import platform
 import tempfile
 from pathlib import Path
 
+from bench_machine import cpu_name  # a sibling file: this script runs as a file
 from export import clip
 
 DEFAULT_FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lfw" / "images"
@@ -83,8 +84,7 @@ def main() -> None:
 
 
 def print_report(options, source, result, latencies) -> None:
-    processor = _cpu_model() or platform.processor() or "unknown CPU"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {processor}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {cpu_name()}")
     print(f"{source.description['library']}, onnxruntime {_onnxruntime_version()}, torch {_torch_version()}")
     print(f"model: {options.model}, RANDOM weights: speed, size and parity only, no accuracy")
     print()
@@ -103,17 +103,6 @@ def print_report(options, source, result, latencies) -> None:
     for latency in latencies:
         print(f"| {latency['threads']} | {latency['torch']:.1f} | {latency['fp32']:.1f} | {latency['int8']:.1f} |")
     print(f"\nmedian of {options.repeats} calls, one {source.image_size}x{source.image_size} image per call")
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def _onnxruntime_version() -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_machine import cpu_name  # a sibling file: this script runs as a file
 from edgeface.embedding import Embedder
 from export.dlib_resnet import (
     FP32_NAME,
@@ -95,16 +96,7 @@ def sample_faces(folder: Path, count: int):
 
 
 def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    return f"{cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
 
 
 def main(argv: list[str] | None = None) -> int:
