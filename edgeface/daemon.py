@@ -121,12 +121,7 @@ class Daemon:
             if events is None:
                 from .events import EventLog
 
-                events = EventLog(
-                    config["events"]["database"],
-                    max_events=config["events"]["max_events"],
-                    outbox_max=config["mqtt"]["outbox_max"],
-                    outbox=config["mqtt"]["enabled"],
-                )
+                events = EventLog.from_config(config)
             self.events = events
             if camera is None:
                 from .camera import Camera

@@ -150,6 +150,16 @@ class EventLog:
         self._closed = False
         self._connections[threading.get_ident()] = self._open()
 
+    @classmethod
+    def from_config(cls, config: dict) -> EventLog:
+        """Open the event log of a validated configuration, with an outbox only when MQTT is enabled."""
+        return cls(
+            config["events"]["database"],
+            max_events=config["events"]["max_events"],
+            outbox_max=config["mqtt"]["outbox_max"],
+            outbox=config["mqtt"]["enabled"],
+        )
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"unsaved={len(self._unsaved)}"
         return f"<EventLog {str(self.path)!r} max_events={self.max_events} outbox_max={self.outbox_max} {state}>"

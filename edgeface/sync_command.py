@@ -86,12 +86,7 @@ def _record_event(config: dict, report) -> None:
     from .events import EventLog
 
     try:
-        events = EventLog(
-            config["events"]["database"],
-            max_events=config["events"]["max_events"],
-            outbox_max=config["mqtt"]["outbox_max"],
-            outbox=config["mqtt"]["enabled"],
-        )
+        events = EventLog.from_config(config)
         try:
             events.record("sync", report.as_dict())
         finally:
