@@ -7,9 +7,9 @@ samples come from one of two places:
   a pianist, used by the project's tests): the singer is enrolled from one
   photo and the daemon watches the clip;
 - otherwise the ``face_recognition`` source package on PyPI (MIT licence),
-  fetched once with pip: one photo of Barack Obama is enrolled, and the
-  daemon watches a video made of other photos, of him and of Joe Biden
-  (who is not enrolled).
+  fetched once with pip. One photo of Barack Obama is enrolled, and the
+  daemon watches a video made of other photos of him and of Joe Biden,
+  who is not enrolled.
 
 Everything is written under ``--workdir`` (default ``demo/``).
 """
@@ -78,10 +78,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     print("\ndecisions (time in the video, person, outcome):")
     for outcome in daemon.recent:
-        who = outcome.person or "Unknown"
+        person = outcome.person or "Unknown"
         verdict = "GRANTED" if outcome.granted else f"denied ({outcome.reason})"
         distance = "-" if outcome.distance is None else f"{outcome.distance:.3f}"
-        print(f"  {outcome.time:5.1f} s  {who:<20} {verdict}, {outcome.votes} of {outcome.frames} frames, distance {distance}")
+        print(f"  {outcome.time:5.1f} s  {person:<20} {verdict}, {outcome.votes} of {outcome.frames} frames, distance {distance}")
     pulses = sum(1 for a, b in zip(pin.states, pin.states[1:]) if b.state and not a.state)
     print(f"relay pulses: {pulses}; event log: {config['events']['database']}")
     return code

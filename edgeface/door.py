@@ -5,9 +5,9 @@ is created, at the end of every pulse, by :meth:`Door.lock` (which every
 error path and shutdown calls) and by :meth:`Door.close`.
 
 After the process exits, gpiozero releases the pin and it floats. Wire the
-relay module so that a floating input leaves it off (a pull-down resistor
+relay module so that a floating input leaves it off: a pull-down resistor
 for a module energised by a high input, a pull-up for one energised by a
-low input); ``docs/daemon.md`` shows how.
+low input. ``docs/daemon.md`` shows how.
 
 The door contact and the exit button connect their pin to ground when
 closed or pressed, and use the Pi's internal pull-up resistor.
@@ -36,7 +36,7 @@ class Door:
     :param pin_factory: a gpiozero pin factory; ``None`` uses gpiozero's
         default, or a :class:`~gpiozero.pins.mock.MockFactory` when
         ``door.simulate`` is true.
-    :param listener: told about every change of the relay and the contact.
+    :param listener: called on every change of the relay and the contact.
     """
 
     def __init__(self, settings: dict, *, pin_factory: Any = None, listener: DoorListener | None = None) -> None:

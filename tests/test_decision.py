@@ -66,7 +66,7 @@ def test_grant_needs_min_frames_of_the_same_person():
     assert decider.decided(track)
 
 
-def test_a_single_frame_never_grants():
+def test_single_frame_never_grants():
     decider = AccessDecider(DecisionParams(min_frames=1, window_frames=1))
     assert decider.params.min_frames == 1  # configurable, but the default is 3
     decider = AccessDecider(DecisionParams())
@@ -80,7 +80,7 @@ def test_votes_older_than_the_window_do_not_count():
     assert run(decider, track, ["ann", "ann", "ann"], step=1.5) == []
 
 
-def test_a_second_person_in_the_window_is_a_conflict_and_no_grant():
+def test_second_person_in_window_conflicts():
     decider = AccessDecider(DecisionParams(min_frames=3, window_frames=5))
     track = new_track()
     outcomes = run(decider, track, ["ann", "bob", "ann", "ann", "ann"])

@@ -28,7 +28,8 @@ def test_relay_starts_off_and_a_pulse_ends_off():
     pin = door.relay_pin
     assert pin.state is False
     door.pulse("test")
-    assert pin.state is True and door.unlocked
+    assert pin.state is True
+    assert door.unlocked
     wait_until(lambda: not door.unlocked)
     intervals, still_on = on_intervals(pin)
     assert not still_on
@@ -50,7 +51,7 @@ def test_active_low_relay_is_held_high_when_locked():
     door.close()
 
 
-def test_lock_cuts_a_pulse_short_and_close_leaves_it_off():
+def test_lock_cuts_pulse_short():
     factory = MockFactory()
     door = Door(settings(unlock_seconds=30.0), pin_factory=factory)
     pin = door.relay_pin
@@ -106,7 +107,7 @@ def test_exit_button_pulses_and_contact_reports_forced_open():
     door.close()
 
 
-def test_bad_pin_is_a_config_error_and_leaves_nothing_claimed():
+def test_invalid_pin_claims_nothing():
     factory = MockFactory()
     with pytest.raises(ConfigError, match="relay_pin"):
         Door(settings(relay_pin="GPIO99"), pin_factory=factory)
